@@ -1,0 +1,102 @@
+"""Decision cache: an in-process layer in front of an optional shared Redis layer.
+
+Earlier gates asked Keycloak on every request. A decision depends on who asks (subject, roles,
+client) and what is asked (resource#scope), so the key is a digest of exactly those; two users or
+two role sets never share an entry. No entry outlives the token it was made for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cachetools import TLRUCache
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .routes import Permission
+from .tokens import Identity
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "mlflow-gate:decision:v1:"
+
+
+@dataclass(frozen=True)
+class CachedDecision:
+    allowed: bool
+    expires_at: float
+
+
+def decision_key(identity: Identity, permission: Permission) -> str:
+    """A digest, so Redis holds no user names or roles in clear."""
+    material = json.dumps(
+        [identity.subject, sorted(identity.roles), identity.client, permission.resource, permission.scope]
+    )
+    return KEY_PREFIX + hashlib.sha256(material.encode()).hexdigest()
+
+
+class DecisionCache:
+    """Redis failures degrade to cache misses (Keycloak is asked), never to an allow."""
+
+    def __init__(
+        self,
+        max_ttl: float,
+        size: int,
+        redis: Redis | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._max_ttl = max_ttl
+        self._redis = redis
+        self._clock = clock
+        self._memory: TLRUCache[str, CachedDecision] = TLRUCache(
+            maxsize=size, ttu=lambda _key, value, _now: value.expires_at, timer=clock
+        )
+
+    async def get(self, key: str) -> bool | None:
+        cached = self._memory.get(key)
+        if cached is not None:
+            return cached.allowed
+        if self._redis is None:
+            return None
+        try:
+            raw = await self._redis.get(key)
+        except RedisError as error:
+            log.warning("decision cache: Redis read failed, asking Keycloak: %s", error)
+            return None
+        decision = _decode(raw)
+        if decision is None or decision.expires_at <= self._clock():
+            return None
+        self._memory[key] = decision
+        return decision.allowed
+
+    async def put(self, key: str, allowed: bool, token_expires_at: float) -> None:
+        now = self._clock()
+        expires_at = min(now + self._max_ttl, token_expires_at)
+        if expires_at <= now:
+            return
+        decision = CachedDecision(allowed, expires_at)
+        self._memory[key] = decision
+        if self._redis is None:
+            return
+        try:
+            await self._redis.set(
+                key, f"{int(allowed)}:{expires_at}", px=max(1, int((expires_at - now) * 1000))
+            )
+        except RedisError as error:
+            log.warning("decision cache: Redis write failed: %s", error)
+
+
+def _decode(raw: bytes | str | None) -> CachedDecision | None:
+    if raw is None:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    allowed, _, expires_at = text.partition(":")
+    try:
+        return CachedDecision(allowed == "1", float(expires_at))
+    except ValueError:
+        return None

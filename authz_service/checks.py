@@ -1,0 +1,111 @@
+"""The auth-subrequest verdict: route, credentials, decision, in that order, failing closed.
+
+NGINX only understands 2xx (allow), 401 and 403 from an auth subrequest; anything else becomes a
+500. Every outcome here is therefore one of those, or 503 when Keycloak cannot answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from .decisions import Authorizer
+from .metrics import Metrics
+from .routes import Permission, Public, Refusal, RouteMap
+from .tokens import Identity, SigningKeysUnavailable, TokenError, TokenValidator
+from .uma import KeycloakUnavailable, TokenRejected
+
+log = logging.getLogger(__name__)
+
+_UNSAFE_REASON = re.compile(r"[^A-Za-z0-9 #._:/@()+-]")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Checker:
+    def __init__(
+        self,
+        realm: str,
+        routes: RouteMap,
+        tokens: TokenValidator,
+        authorizer: Authorizer,
+        metrics: Metrics,
+    ) -> None:
+        self._realm = realm
+        self._routes = routes
+        self._tokens = tokens
+        self._authorizer = authorizer
+        self._metrics = metrics
+
+    async def check(self, method: str, uri: str, token: str | None, signin: str | None = None) -> Verdict:
+        """`signin` is where to send a browser navigation that turns out to be unauthenticated."""
+        verdict = await self._check(method, uri, token)
+        self._metrics.checks[str(verdict.status)] += 1
+        if verdict.status == 401 and signin is not None:
+            return Verdict(401, {**verdict.headers, "X-Gate-Signin": signin})
+        return verdict
+
+    async def _check(self, method: str, uri: str, token: str | None) -> Verdict:
+        if not method or not uri:
+            return self._forbidden("the gate was called without the original method and URI")
+        route = self._routes.classify(method, uri)
+        if isinstance(route, Public):
+            return Verdict(200)
+        if isinstance(route, Refusal):
+            log.warning("refused unmapped or ambiguous request: %s", route.reason)
+            return self._forbidden(route.reason)
+        if token is None:
+            return self._unauthenticated(None, "sign in or send a Bearer token")
+        try:
+            identity = await self._tokens.validate(token)
+        except TokenError as error:
+            return self._unauthenticated("invalid_token", str(error))
+        except SigningKeysUnavailable as error:
+            log.error("cannot check tokens: %s", error)
+            return Verdict(503)
+        return await self._decide(identity, route)
+
+    async def _decide(self, identity: Identity, permission: Permission) -> Verdict:
+        try:
+            allowed = await self._authorizer.is_allowed(identity, permission)
+        except TokenRejected as error:
+            return self._unauthenticated("invalid_token", f"Keycloak rejected the token: {error}")
+        except KeycloakUnavailable as error:
+            log.error("no decision for %s on %s#%s: %s", identity.username, permission.resource, permission.scope, error)
+            return Verdict(503)
+        wanted = f"{permission.resource}#{permission.scope}"
+        if not allowed:
+            log.info("denied %s %s", identity.username, wanted)
+            return self._forbidden(f"user {identity.username} lacks permission {wanted}")
+        return Verdict(
+            200,
+            {
+                "X-Auth-Request-User": _header_value(identity.username),
+                "X-Auth-Request-Email": _header_value(identity.email or ""),
+                "X-Auth-Request-Roles": _header_value(",".join(sorted(identity.roles))),
+            },
+        )
+
+    def _unauthenticated(self, error: str | None, description: str) -> Verdict:
+        challenge = f'Bearer realm="{self._realm}"'
+        if error is not None:
+            challenge += f', error="{error}", error_description="{_reason(description)}"'
+        return Verdict(401, {"WWW-Authenticate": challenge})
+
+    def _forbidden(self, reason: str) -> Verdict:
+        return Verdict(403, {"X-Gate-Reason": _reason(reason)})
+
+
+def _reason(text: str) -> str:
+    """NGINX embeds the reason in a JSON body and a quoted header parameter; keep it inert."""
+    return _UNSAFE_REASON.sub("_", text)[:200]
+
+
+def _header_value(value: str) -> str:
+    return value if value.isascii() and value.isprintable() else quote(value, safe="@.+-_")

@@ -1,0 +1,195 @@
+"""The gate's configuration: one immutable object, read from the environment and validated at start.
+
+Every problem is collected and reported together, so an operator fixes a bad deployment in one go
+instead of one restart per typo.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """Raised with one line per invalid or missing variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid gate configuration:\n  " + "\n  ".join(problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    keycloak_url: str
+    keycloak_public_url: str
+    realm: str
+    issuer: str
+    client_id: str
+    client_secret: str | None
+    audience: str
+    public_url: str | None
+    redis_url: str | None
+    cache_max_ttl: float
+    cache_size: int
+    jwks_min_refresh_interval: float
+    keycloak_timeout: float
+    keycloak_ca_file: Path | None
+    route_map_extra: tuple[Path, ...]
+    session_lifetime: float
+    log_level: str
+    host: str
+    port: int
+
+    @property
+    def realm_url(self) -> str:
+        return f"{self.keycloak_url}/realms/{self.realm}"
+
+    @property
+    def jwks_url(self) -> str:
+        return f"{self.realm_url}/protocol/openid-connect/certs"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.realm_url}/protocol/openid-connect/token"
+
+    @property
+    def public_realm_url(self) -> str:
+        return f"{self.keycloak_public_url}/realms/{self.realm}"
+
+    @property
+    def sso_enabled(self) -> bool:
+        return self.client_secret is not None and self.public_url is not None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from GATE_* variables; raise SettingsError listing every problem."""
+        env = _Reader(os.environ if environ is None else environ)
+        keycloak_url = env.required("GATE_KEYCLOAK_URL", _http_url)
+        keycloak_public_url = env.optional("GATE_KEYCLOAK_PUBLIC_URL", _http_url) or keycloak_url
+        realm = env.get("GATE_REALM", "mlflow", _name)
+        client_id = env.get("GATE_CLIENT_ID", "mlflow-gate", _name)
+        settings = cls(
+            keycloak_url=keycloak_url,
+            keycloak_public_url=keycloak_public_url,
+            realm=realm,
+            issuer=env.optional("GATE_ISSUER", _http_url) or f"{keycloak_public_url}/realms/{realm}",
+            client_id=client_id,
+            client_secret=env.optional("GATE_CLIENT_SECRET", _non_empty),
+            audience=env.get("GATE_AUDIENCE", client_id, _name),
+            public_url=env.optional("GATE_PUBLIC_URL", _http_url),
+            redis_url=env.optional("GATE_REDIS_URL", _redis_url),
+            cache_max_ttl=env.get("GATE_CACHE_MAX_TTL", 60.0, _positive_float),
+            cache_size=env.get("GATE_CACHE_SIZE", 10_000, _positive_int),
+            jwks_min_refresh_interval=env.get("GATE_JWKS_MIN_REFRESH_INTERVAL", 30.0, _positive_float),
+            keycloak_timeout=env.get("GATE_KEYCLOAK_TIMEOUT", 5.0, _positive_float),
+            keycloak_ca_file=env.optional("GATE_KEYCLOAK_CA_FILE", _existing_file),
+            route_map_extra=env.get("GATE_ROUTE_MAP_EXTRA", (), _existing_files),
+            session_lifetime=env.get("GATE_SESSION_LIFETIME", 8 * 3600.0, _positive_float),
+            log_level=env.get("GATE_LOG_LEVEL", "INFO", _log_level),
+            host=env.get("GATE_HOST", "127.0.0.1", _non_empty),
+            port=env.get("GATE_PORT", 8090, _port),
+        )
+        env.raise_if_invalid()
+        return settings
+
+
+class _Reader:
+    """Reads variables, remembering problems instead of stopping at the first one."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        self.problems: list[str] = []
+
+    def required(self, name: str, parse: Callable[[str], str]) -> str:
+        value = self.optional(name, parse)
+        if value is None and not self._environ.get(name, "").strip():
+            self.problems.append(f"{name} is required")
+        return value or ""
+
+    def get(self, name: str, default: T, parse: Callable[[str], T]) -> T:
+        value = self.optional(name, parse)
+        return default if value is None else value
+
+    def optional(self, name: str, parse: Callable[[str], T]) -> T | None:
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return None
+        try:
+            return parse(raw)
+        except ValueError as error:
+            self.problems.append(f"{name}={raw!r}: {error}")
+            return None
+
+    def raise_if_invalid(self) -> None:
+        if self.problems:
+            raise SettingsError(self.problems)
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an absolute http(s) URL")
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or fragment")
+    return raw.rstrip("/")
+
+
+def _redis_url(raw: str) -> str:
+    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected redis://, rediss:// or unix://")
+    return raw
+
+
+def _name(raw: str) -> str:
+    if any(char.isspace() or char in "/#?" for char in raw):
+        raise ValueError("must not contain whitespace, '/', '#' or '?'")
+    return raw
+
+
+def _non_empty(raw: str) -> str:
+    return raw
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 < value < 65536:
+        raise ValueError("must be a TCP port (1-65535)")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def _existing_file(raw: str) -> Path:
+    path = Path(raw)
+    if not path.is_file():
+        raise ValueError("file does not exist")
+    return path
+
+
+def _existing_files(raw: str) -> tuple[Path, ...]:
+    return tuple(_existing_file(part) for part in raw.split(os.pathsep) if part)

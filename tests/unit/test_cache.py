@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from authz_service.cache import DecisionCache, decision_key
+from authz_service.routes import Permission
+from authz_service.tokens import Identity
+
+DELETE = Permission("experiments", "delete")
+READ = Permission("experiments", "read")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 10_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeRedis:
+    """The two Redis calls the cache makes, with expiry, for tests that need no server."""
+
+    def __init__(self, clock: Clock, broken: bool = False) -> None:
+        self.clock = clock
+        self.broken = broken
+        self.data: dict[str, tuple[str, float]] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        if self.broken:
+            raise RedisConnectionError("down")
+        value, expires_at = self.data.get(key, ("", 0.0))
+        return value.encode() if expires_at > self.clock.now else None
+
+    async def set(self, key: str, value: str, px: int) -> None:
+        if self.broken:
+            raise RedisConnectionError("down")
+        self.data[key] = (value, self.clock.now + px / 1000)
+
+
+def identity(subject: str = "bob", roles: set[str] | None = None, expires_at: float = 10_300.0) -> Identity:
+    return Identity(subject, subject, None, frozenset(roles or {"Default"}), "mlflow-cli", expires_at, "token")
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_keys_separate_users_role_sets_clients_and_permissions() -> None:
+    keys = {
+        decision_key(identity("bob"), DELETE),
+        decision_key(identity("alice"), DELETE),
+        decision_key(identity("bob", {"Admin"}), DELETE),
+        decision_key(identity("bob", {"Default", "Admin"}), DELETE),
+        decision_key(identity("bob"), READ),
+        decision_key(Identity("bob", "bob", None, frozenset({"Default"}), "other", 1.0, "t"), DELETE),
+    }
+    assert len(keys) == 6
+    assert decision_key(identity("bob"), DELETE) == decision_key(identity("bob", expires_at=1.0), DELETE)
+    assert "bob" not in decision_key(identity("bob"), DELETE)
+
+
+def test_entry_lives_no_longer_than_the_configured_maximum() -> None:
+    clock = Clock()
+    cache = DecisionCache(max_ttl=60, size=100, clock=clock)
+    run(cache.put("k", True, token_expires_at=clock.now + 300))
+    clock.now += 59
+    assert run(cache.get("k")) is True
+    clock.now += 2
+    assert run(cache.get("k")) is None
+
+
+def test_entry_lives_no_longer_than_the_token() -> None:
+    clock = Clock()
+    cache = DecisionCache(max_ttl=60, size=100, clock=clock)
+    run(cache.put("k", False, token_expires_at=clock.now + 10))
+    clock.now += 9
+    assert run(cache.get("k")) is False
+    clock.now += 2
+    assert run(cache.get("k")) is None
+
+
+def test_expired_token_is_not_cached() -> None:
+    clock = Clock()
+    cache = DecisionCache(max_ttl=60, size=100, clock=clock)
+    run(cache.put("k", True, token_expires_at=clock.now - 1))
+    assert run(cache.get("k")) is None
+
+
+def test_redis_shares_decisions_between_gate_processes() -> None:
+    clock = Clock()
+    redis = FakeRedis(clock)
+    first = DecisionCache(max_ttl=60, size=100, redis=redis, clock=clock)
+    second = DecisionCache(max_ttl=60, size=100, redis=redis, clock=clock)
+    run(first.put("k", True, token_expires_at=clock.now + 30))
+    assert run(second.get("k")) is True
+    clock.now += 31
+    assert run(second.get("k")) is None
+
+
+def test_redis_outage_is_a_miss_not_an_error() -> None:
+    clock = Clock()
+    cache = DecisionCache(max_ttl=60, size=100, redis=FakeRedis(clock, broken=True), clock=clock)
+    assert run(cache.get("k")) is None
+    run(cache.put("k", False, token_expires_at=clock.now + 30))
+    assert run(cache.get("k")) is False
+
+
+def test_memory_layer_is_bounded() -> None:
+    clock = Clock()
+    cache = DecisionCache(max_ttl=60, size=3, clock=clock)
+    for index in range(10):
+        run(cache.put(f"k{index}", True, token_expires_at=clock.now + 30))
+    assert sum(run(cache.get(f"k{index}")) is not None for index in range(10)) == 3
+
+
+@pytest.mark.parametrize("raw", [b"garbage", b"1:not-a-number"])
+def test_unreadable_redis_values_are_misses(raw: bytes) -> None:
+    clock = Clock()
+    redis = FakeRedis(clock)
+    redis.data["k"] = (raw.decode(), clock.now + 100)
+    cache = DecisionCache(max_ttl=60, size=10, redis=redis, clock=clock)
+    assert run(cache.get("k")) is None

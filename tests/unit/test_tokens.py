@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from authz_service.tokens import SigningKeys, SigningKeysUnavailable, TokenError, TokenValidator
+
+from .token_factory import AUDIENCE, ISSUER, JWKS_URL, Realm
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def realm() -> Realm:
+    return Realm()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def validator(realm: Realm, clock: Clock) -> TokenValidator:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(realm.handle))
+    return TokenValidator(SigningKeys(http, JWKS_URL, 30.0, clock), ISSUER, AUDIENCE)
+
+
+def validate(validator: TokenValidator, token: str):
+    return asyncio.run(validator.validate(token))
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_valid_token_gives_identity(realm: Realm, validator: TokenValidator) -> None:
+    identity = validate(validator, realm.token())
+    assert identity.subject == "user-bob"
+    assert identity.username == "bob"
+    assert identity.email == "bob@example.org"
+    assert identity.roles == {"Default", "offline_access"}
+    assert identity.client == "mlflow-cli"
+
+
+def test_ec_signed_token_is_accepted(realm: Realm, validator: TokenValidator) -> None:
+    assert validate(validator, realm.token(kid="ec-1", algorithm="ES256")).username == "bob"
+
+
+def test_authorized_party_stands_in_for_audience(realm: Realm, validator: TokenValidator) -> None:
+    assert validate(validator, realm.token(aud="account", azp=AUDIENCE)).client == AUDIENCE
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"exp": int(time.time()) - 60}, "expired"),
+        ({"nbf": int(time.time()) + 600}, "not yet valid"),
+        ({"iss": "http://evil.test/realms/mlflow"}, "another issuer"),
+        ({"iss": "http://keycloak.test/realms/master"}, "another issuer"),
+        ({"aud": "account", "azp": "some-other-app"}, "not issued for this gateway"),
+        ({"typ": "ID"}, "not an access token"),
+        ({"typ": "Refresh"}, "not an access token"),
+        ({"exp": None}, "exp"),
+        ({"sub": None}, "sub"),
+    ],
+)
+def test_claims_that_do_not_fit_are_refused(
+    realm: Realm, validator: TokenValidator, overrides: dict, message: str
+) -> None:
+    with pytest.raises(TokenError, match=message):
+        validate(validator, realm.token(**overrides))
+
+
+def test_tampered_payload_fails_signature(realm: Realm, validator: TokenValidator) -> None:
+    header, _, signature = realm.token().split(".")
+    forged = b64(json.dumps(realm.claims(realm_access={"roles": ["Admin"]})).encode())
+    with pytest.raises(TokenError, match="signature"):
+        validate(validator, f"{header}.{forged}.{signature}")
+
+
+def test_alg_none_is_refused(realm: Realm, validator: TokenValidator) -> None:
+    header = b64(json.dumps({"alg": "none", "kid": "rsa-1", "typ": "JWT"}).encode())
+    payload = b64(json.dumps(realm.claims()).encode())
+    with pytest.raises(TokenError, match="not accepted"):
+        validate(validator, f"{header}.{payload}.")
+
+
+def test_hmac_signed_with_the_public_key_is_refused(realm: Realm, validator: TokenValidator) -> None:
+    public_pem = realm.rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signing_input = ".".join(
+        [
+            b64(json.dumps({"alg": "HS256", "kid": "rsa-1"}).encode()),
+            b64(json.dumps(realm.claims()).encode()),
+        ]
+    )
+    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    with pytest.raises(TokenError, match="not accepted"):
+        validate(validator, f"{signing_input}.{b64(mac)}")
+
+
+def test_algorithm_must_match_the_key(realm: Realm, validator: TokenValidator) -> None:
+    with pytest.raises(TokenError, match="does not match"):
+        validate(validator, realm.token(kid="rsa-1", algorithm="PS256"))
+
+
+def test_encryption_key_is_not_a_signing_key(realm: Realm, validator: TokenValidator) -> None:
+    with pytest.raises(TokenError, match="unknown key"):
+        validate(validator, realm.token(kid="enc-1"))
+
+
+def test_garbage_is_malformed(validator: TokenValidator) -> None:
+    with pytest.raises(TokenError, match="malformed"):
+        validate(validator, "not-a-jwt")
+
+
+def test_keys_are_fetched_once_and_unknown_kids_refresh_at_most_once_per_interval(
+    realm: Realm, validator: TokenValidator, clock: Clock
+) -> None:
+    for _ in range(5):
+        validate(validator, realm.token())
+    assert realm.jwks_requests == 1
+    clock.now += 31
+    for _ in range(5):
+        with pytest.raises(TokenError, match="unknown key"):
+            validate(validator, realm.token(kid="spoofed"))
+    assert realm.jwks_requests == 2
+    clock.now += 31
+    with pytest.raises(TokenError, match="unknown key"):
+        validate(validator, realm.token(kid="spoofed"))
+    assert realm.jwks_requests == 3
+
+
+def test_unreachable_jwks_is_not_a_token_problem(realm: Realm, clock: Clock) -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(down))
+    validator = TokenValidator(SigningKeys(http, JWKS_URL, 30.0, clock), ISSUER, AUDIENCE)
+    with pytest.raises(SigningKeysUnavailable):
+        validate(validator, realm.token())

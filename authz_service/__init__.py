@@ -1,0 +1,1 @@
+"""MLflow gate: an NGINX auth_request decision service backed by Keycloak Authorization Services."""

@@ -1,0 +1,87 @@
+"""Versions, ports and paths of the local stack, kept in one place so every module agrees."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+KEYCLOAK_VERSION = "26.5.6"
+KEYCLOAK_ARTIFACT = f"org.keycloak:keycloak-quarkus-dist:{KEYCLOAK_VERSION}:zip"
+MIN_JAVA_MAJOR = 21
+JVM_ROOT = Path("/usr/lib/jvm")
+
+HOST = "127.0.0.1"
+GATEWAY_PORT = 8080
+KEYCLOAK_PORT = 8180
+KEYCLOAK_MANAGEMENT_PORT = 9000
+GATE_PORT = 8090
+MLFLOW_PORT = 5500
+REDIS_PORT = 6390
+ALL_PORTS = (GATEWAY_PORT, KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT, GATE_PORT, MLFLOW_PORT, REDIS_PORT)
+
+REALM = "mlflow"
+GATE_CLIENT_ID = "mlflow-gate"
+CLI_CLIENT_ID = "mlflow-cli"
+# Must equal the default of the ${MLFLOW_GATE_CLIENT_SECRET:...} placeholder in the realm file.
+DEV_GATE_CLIENT_SECRET = "dev-only-mlflow-gate-secret"
+KEYCLOAK_ADMIN_USER = "admin"
+
+
+def url(port: int) -> str:
+    return f"http://{HOST}:{port}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the repository, the per-checkout state (.stack/) and the shared cache live."""
+
+    repo: Path
+    cache: Path
+
+    @classmethod
+    def discover(cls) -> Layout:
+        repo = Path(__file__).resolve().parent.parent
+        cache = Path(os.environ.get("MLFLOW_GATE_CACHE", Path.home() / ".cache" / "mlflow-gate"))
+        return cls(repo=repo, cache=cache)
+
+    @property
+    def state(self) -> Path:
+        return self.repo / ".stack"
+
+    @property
+    def stack_json(self) -> Path:
+        return self.state / "stack.json"
+
+    @property
+    def pids(self) -> Path:
+        return self.state / "run"
+
+    @property
+    def venv(self) -> Path:
+        return self.cache / "venv"
+
+    @property
+    def venv_python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+    @property
+    def keycloak_dist(self) -> Path:
+        """The pristine unzip; never run in place, so it stays reusable across stacks."""
+        return self.cache / f"keycloak-{KEYCLOAK_VERSION}"
+
+    @property
+    def keycloak_zip(self) -> Path:
+        return self.cache / f"keycloak-quarkus-dist-{KEYCLOAK_VERSION}.zip"
+
+    @property
+    def realm_file(self) -> Path:
+        return self.repo / "keycloak-realm" / "mlflow-realm.json"
+
+    @property
+    def dev_users_file(self) -> Path:
+        return self.repo / "keycloak-realm" / "dev" / "mlflow-users-0.json"
+
+    @property
+    def nginx_template(self) -> Path:
+        return self.repo / "nginx" / "gateway.conf.template"

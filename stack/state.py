@@ -1,0 +1,60 @@
+"""The `.stack/stack.json` document that tests and people read to find the running stack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .layout import (
+    CLI_CLIENT_ID,
+    DEV_GATE_CLIENT_SECRET,
+    GATE_CLIENT_ID,
+    GATE_PORT,
+    GATEWAY_PORT,
+    HOST,
+    KEYCLOAK_ADMIN_USER,
+    KEYCLOAK_MANAGEMENT_PORT,
+    KEYCLOAK_PORT,
+    MLFLOW_PORT,
+    REALM,
+    REDIS_PORT,
+    Layout,
+    url,
+)
+
+
+def demo_users(realm_file: Path, users_file: Path) -> dict[str, dict[str, Any]]:
+    """Usernames, passwords and application roles, read from the dev users file itself so
+    stack.json can never disagree with what Keycloak imported."""
+    application_roles = {role["name"] for role in json.loads(realm_file.read_text())["roles"]["realm"]}
+    users: dict[str, dict[str, Any]] = {}
+    for user in json.loads(users_file.read_text())["users"]:
+        password = next(c["value"] for c in user["credentials"] if c["type"] == "password")
+        roles = [role for role in user.get("realmRoles", []) if role in application_roles]
+        users[user["username"]] = {"password": password, "roles": roles}
+    return users
+
+
+def document(layout: Layout, admin_password: str) -> dict[str, Any]:
+    return {
+        "gateway_url": url(GATEWAY_PORT),
+        "keycloak_url": url(KEYCLOAK_PORT),
+        "keycloak_management_url": url(KEYCLOAK_MANAGEMENT_PORT),
+        "realm": REALM,
+        "gate_url": url(GATE_PORT),
+        "mlflow_url": url(MLFLOW_PORT),
+        "redis_url": f"redis://{HOST}:{REDIS_PORT}/0",
+        "keycloak_admin": {"username": KEYCLOAK_ADMIN_USER, "password": admin_password},
+        "clients": {
+            "gate": {"client_id": GATE_CLIENT_ID, "client_secret": DEV_GATE_CLIENT_SECRET},
+            "cli": {"client_id": CLI_CLIENT_ID},
+        },
+        "users": demo_users(layout.realm_file, layout.dev_users_file),
+    }
+
+
+def write(layout: Layout, stack: dict[str, Any]) -> None:
+    """Written last by `up`, and readable only by the owner (it holds the admin password)."""
+    layout.stack_json.write_text(json.dumps(stack, indent=2) + "\n")
+    layout.stack_json.chmod(0o600)

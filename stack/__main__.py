@@ -16,6 +16,9 @@ USAGE = """usage: python3 -m stack COMMAND
   status              health of each component; exit 0 only if all are healthy
   test [pytest args]  ensure the venv, then run pytest from the repository root
                       (integration fixtures start the stack themselves if needed)
+
+Downloads and the venv are cached in ~/.cache/mlflow-gate (override: MLFLOW_GATE_CACHE);
+state, logs and rendered configs live in <repo>/.stack/.
 """
 
 

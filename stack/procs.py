@@ -124,11 +124,16 @@ def _start_time(pid: int) -> str | None:
     matches. (Redis rewrites its environment block for its process title, so an
     environment marker would not survive.)
     """
+    fields = _stat(Path(f"/proc/{pid}/stat"))
+    return fields[19] if fields and fields[0] != "Z" else None
+
+
+def _stat(path: Path) -> list[str] | None:
+    """Fields of a /proc/<pid>/stat after the command name: state, ppid, pgrp, ..."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return path.read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return fields[19] if fields[0] != "Z" else None
 
 
 def alive(layout: Layout, name: str) -> int | None:
@@ -159,14 +164,17 @@ def wait_healthy(running: Running, probe: Probe, timeout: float) -> float:
 
 
 def _group_alive(pgid: int) -> bool:
-    # Reap first: an exited leader that is our own child would otherwise linger as a
-    # zombie and keep the group "alive" forever.
+    """True while any non-zombie process is in the group.
+
+    Zombies are ignored: a leader that is not our child is reaped by whatever runs as
+    pid 1, which in a container may never happen.
+    """
     _reap(pgid)
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat(path)
+        if fields and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def stop(layout: Layout, name: str, grace: float = 20.0) -> bool:

@@ -125,7 +125,12 @@ def create_app(
     @app.get("/_gate/metrics", response_class=PlainTextResponse)
     async def metrics() -> str:
         return components.metrics.render(
-            components.authorizer.cache_hits, components.uma.request_count, components.keys.fetch_count
+            {
+                "gate_decision_cache_hits_total": components.authorizer.cache_hits,
+                "gate_uma_requests_total": components.uma.request_count,
+                "gate_jwks_fetches_total": components.keys.fetch_count,
+                "gate_session_refreshes_total": components.sessions.refresh_count if components.sessions else 0,
+            }
         )
 
     return app

@@ -9,16 +9,10 @@ class Metrics:
     def __init__(self) -> None:
         self.checks: Counter[str] = Counter()
 
-    def render(self, cache_hits: int, uma_requests: int, jwks_fetches: int) -> str:
-        """Prometheus text exposition format."""
-        lines = [
-            "# TYPE gate_checks_total counter",
-            *(f'gate_checks_total{{outcome="{outcome}"}} {count}' for outcome, count in sorted(self.checks.items())),
-            "# TYPE gate_decision_cache_hits_total counter",
-            f"gate_decision_cache_hits_total {cache_hits}",
-            "# TYPE gate_uma_requests_total counter",
-            f"gate_uma_requests_total {uma_requests}",
-            "# TYPE gate_jwks_fetches_total counter",
-            f"gate_jwks_fetches_total {jwks_fetches}",
-        ]
+    def render(self, counters: dict[str, int]) -> str:
+        """Prometheus text exposition format: the check outcomes plus the given counters."""
+        lines = ["# TYPE gate_checks_total counter"]
+        lines += [f'gate_checks_total{{outcome="{outcome}"}} {count}' for outcome, count in sorted(self.checks.items())]
+        for name, value in counters.items():
+            lines += [f"# TYPE {name} counter", f"{name} {value}"]
         return "\n".join(lines) + "\n"

@@ -117,6 +117,7 @@ class SessionStore:
         self._oidc = oidc
         self._lifetime = lifetime
         self._clock = clock
+        self.refresh_count = 0
         self._local_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def begin_signin(self, state: SigninState) -> str:
@@ -173,6 +174,7 @@ class SessionStore:
             if tokens.id_token is None:
                 tokens = TokenSet(**{**asdict(tokens), "id_token": session.tokens.id_token})
             await self._save(session_id, Session(session.subject, tokens, session.ends_at))
+            self.refresh_count += 1
             return tokens.access_token
         finally:
             await self._store.delete(lock_key)

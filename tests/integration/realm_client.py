@@ -107,8 +107,14 @@ class RealmClient:
         if response.status_code != 409:
             response.raise_for_status()
 
-    def set_realm_attributes(self, **attributes: Any) -> None:
-        httpx.put(self.admin_base, headers=self._admin_headers(), json=attributes, timeout=30).raise_for_status()
+    def set_client_attributes(self, client_id: str, attributes: dict[str, str]) -> None:
+        """Change client attributes, e.g. a short access-token lifespan for one test."""
+        headers = self._admin_headers()
+        found = httpx.get(f"{self.admin_base}/clients", params={"clientId": client_id}, headers=headers, timeout=30)
+        found.raise_for_status()
+        client = found.json()[0]
+        client["attributes"] = {**client.get("attributes", {}), **attributes}
+        httpx.put(f"{self.admin_base}/clients/{client['id']}", headers=headers, json=client, timeout=30).raise_for_status()
 
     def token_endpoint_requests(self) -> float:
         """Keycloak's own count of token-endpoint requests, from its management metrics."""

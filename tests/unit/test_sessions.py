@@ -57,6 +57,7 @@ def test_concurrent_requests_refresh_once_and_all_get_the_new_token() -> None:
 
     assert asyncio.run(scenario()) == ["access-1"] * 25
     assert keycloak.refreshes == 1
+    assert sessions.refresh_count == 1
 
 
 def test_session_survives_many_token_lifetimes() -> None:

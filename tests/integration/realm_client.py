@@ -31,7 +31,7 @@ class RealmClient:
         response.raise_for_status()
         return response.json()["access_token"]
 
-    def _admin_headers(self) -> dict[str, str]:
+    def admin_headers(self) -> dict[str, str]:
         admin = self.stack["keycloak_admin"]
         response = httpx.post(
             f"{self.stack['keycloak_url']}/realms/master/protocol/openid-connect/token",
@@ -48,7 +48,7 @@ class RealmClient:
 
     def create_user(self, prefix: str, roles: list[str]) -> tuple[str, str]:
         """A fresh user (so no decision for it is cached yet) holding the given realm roles."""
-        headers = self._admin_headers()
+        headers = self.admin_headers()
         username = f"{prefix}-{secrets.token_hex(4)}"
         password = secrets.token_urlsafe(16)
         response = httpx.post(
@@ -83,7 +83,7 @@ class RealmClient:
         """A password-grant client whose tokens carry the gate's audience, e.g. with a short lifespan."""
         response = httpx.post(
             f"{self.admin_base}/clients",
-            headers=self._admin_headers(),
+            headers=self.admin_headers(),
             json={
                 "clientId": client_id,
                 "publicClient": True,
@@ -109,7 +109,7 @@ class RealmClient:
 
     def set_client_attributes(self, client_id: str, attributes: dict[str, str]) -> None:
         """Change client attributes, e.g. a short access-token lifespan for one test."""
-        headers = self._admin_headers()
+        headers = self.admin_headers()
         found = httpx.get(f"{self.admin_base}/clients", params={"clientId": client_id}, headers=headers, timeout=30)
         found.raise_for_status()
         client = found.json()[0]

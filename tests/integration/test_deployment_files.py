@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from authz_service.routes import CRUD, SCOPES_BY_RESOURCE
+
 from stack import nginx as stack_nginx
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,21 +26,7 @@ USERS_FILE = REPO / "keycloak-realm" / "dev" / "mlflow-users-0.json"
 TEMPLATE = REPO / "nginx" / "gateway.conf.template"
 
 RESOURCE_TYPE = "urn:mlflow-gate:resources:mlflow"
-FAMILIES = [
-    "experiments",
-    "runs",
-    "artifacts",
-    "registered-models",
-    "model-versions",
-    "logged-models",
-    "traces",
-    "datasets",
-    "scorers",
-    "gateway",
-    "evaluation",
-    "ui",
-]
-CRUD = {"read", "create", "update", "delete"}
+FAMILIES = [resource for resource, scopes in SCOPES_BY_RESOURCE.items() if scopes == CRUD]
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +168,7 @@ def test_resource_server_is_enforcing_affirmative_without_defaults(realm: dict[s
 def test_every_resource_family_has_its_scopes(realm: dict[str, Any]) -> None:
     resources = client(realm, "mlflow-gate")["authorizationSettings"]["resources"]
     scopes = {r["name"]: {s["name"] for s in r["scopes"]} for r in resources}
-    expected = {family: CRUD for family in FAMILIES} | {"administration": {"manage"}}
-    assert scopes == expected
+    assert scopes == SCOPES_BY_RESOURCE
     assert {r["type"] for r in resources} == {RESOURCE_TYPE}
 
 

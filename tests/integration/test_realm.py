@@ -11,26 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
+from authz_service.routes import SCOPES_BY_RESOURCE
+
+from .realm_client import RealmClient
+
 pytestmark = pytest.mark.integration
 
 REALM_FILE = Path(__file__).resolve().parents[2] / "keycloak-realm" / "mlflow-realm.json"
 UMA_GRANT = "urn:ietf:params:oauth:grant-type:uma-ticket"
-FAMILIES = [
-    "experiments",
-    "runs",
-    "artifacts",
-    "registered-models",
-    "model-versions",
-    "logged-models",
-    "traces",
-    "datasets",
-    "scorers",
-    "gateway",
-    "evaluation",
-    "ui",
-]
-PERMISSIONS = [f"{family}#{scope}" for family in FAMILIES for scope in ("read", "create", "update", "delete")]
-PERMISSIONS.append("administration#manage")
+PERMISSIONS = [f"{resource}#{scope}" for resource, scopes in SCOPES_BY_RESOURCE.items() for scope in sorted(scopes)]
 
 
 def expected(user: str, permission: str) -> bool:
@@ -140,19 +129,7 @@ def test_gate_client_secret_is_the_stack_secret(stack: dict[str, Any], token_url
 @pytest.fixture(scope="module")
 def resource_server(stack: dict[str, Any]) -> dict[str, Any]:
     """The authorization settings of mlflow-gate as Keycloak holds them (admin REST API)."""
-    admin = stack["keycloak_admin"]
-    response = httpx.post(
-        f"{stack['keycloak_url']}/realms/master/protocol/openid-connect/token",
-        data={
-            "grant_type": "password",
-            "client_id": "admin-cli",
-            "username": admin["username"],
-            "password": admin["password"],
-        },
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
-    headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+    headers = RealmClient(stack).admin_headers()
     realm_admin = f"{stack['keycloak_url']}/admin/realms/{stack['realm']}"
     (gate,) = httpx.get(
         f"{realm_admin}/clients", params={"clientId": "mlflow-gate"}, headers=headers, timeout=30
@@ -165,7 +142,7 @@ def resource_server(stack: dict[str, Any]) -> dict[str, Any]:
 def test_imported_resource_server_has_no_defaults(resource_server: dict[str, Any]) -> None:
     assert resource_server["policyEnforcementMode"] == "ENFORCING"
     assert resource_server["decisionStrategy"] == "AFFIRMATIVE"
-    assert {r["name"] for r in resource_server["resources"]} == set(FAMILIES) | {"administration"}
+    assert {r["name"] for r in resource_server["resources"]} == set(SCOPES_BY_RESOURCE)
     realm_file = json.loads(REALM_FILE.read_text())
     (gate,) = [c for c in realm_file["clients"] if c["clientId"] == "mlflow-gate"]
     # Exactly the file's policies and permissions: Keycloak added no grant-all default.

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,12 @@ def test_every_mounted_file_exists(compose: dict[str, Any]) -> None:
     assert bind_mounts
     for source in bind_mounts:
         assert (REPO / source).exists(), f"{source} is mounted but missing"
+
+
+def test_gate_image_copies_every_package_it_installs() -> None:
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    copied = re.findall(r"^COPY\s+(\S+)\s", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    assert set(packages) <= set(copied)
 
 
 def test_only_nginx_and_keycloak_are_published(compose: dict[str, Any]) -> None:

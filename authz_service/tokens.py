@@ -8,13 +8,17 @@ issuer, lifetime, type and audience all match this deployment.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import httpx
 import jwt
+from cachetools import TLRUCache
 
 # Asymmetric algorithms only: a symmetric one would let anyone holding the public key sign tokens.
 ALLOWED_ALGORITHMS = frozenset(
@@ -23,6 +27,8 @@ ALLOWED_ALGORITHMS = frozenset(
 _KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC"}
 # Seconds of clock skew tolerated between Keycloak and the gate.
 LEEWAY_SECONDS = 5
+# How long a verified token is remembered (never beyond its expiry).
+VALIDATED_TOKEN_SECONDS = 60.0
 
 
 class TokenError(Exception):
@@ -104,14 +110,33 @@ class SigningKeys:
 class TokenValidator:
     """Turns a bearer token into an Identity, or raises TokenError saying why not."""
 
-    def __init__(self, keys: SigningKeys, issuer: str, audience: str) -> None:
+    def __init__(
+        self,
+        keys: SigningKeys,
+        issuer: str,
+        audience: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
+        self._clock = clock
+        # Clients send the same token for minutes; parsing and verifying it again on every request
+        # is most of the gate's CPU time. An entry lives until the token expires, at most a minute.
+        self._validated: TLRUCache[str, Identity] = TLRUCache(
+            maxsize=10_000,
+            ttu=lambda _key, identity, now: min(identity.expires_at, now + VALIDATED_TOKEN_SECONDS),
+            timer=clock,
+        )
 
     async def validate(self, token: str) -> Identity:
         """Check an access token presented to the gate."""
-        return self._identity(await self._verified_claims(token), token)
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        identity = self._validated.get(digest)
+        if identity is None or identity.expires_at <= self._clock():
+            identity = self._identity(await self._verified_claims(token), token)
+            self._validated[digest] = identity
+        return identity
 
     async def validate_id_token(self, token: str, client_id: str, nonce: str) -> dict[str, Any]:
         """Check the ID token of a sign-in this gate started (audience is the gate, nonce matches)."""
@@ -142,7 +167,7 @@ class TokenValidator:
         if jwk.get("kty") != _KEY_TYPES[algorithm[:2]] or jwk.get("alg", algorithm) != algorithm:
             raise TokenError("token algorithm does not match its signing key")
         try:
-            key = jwt.PyJWK(jwk, algorithm=algorithm).key
+            key = _public_key(json.dumps(jwk, sort_keys=True), algorithm)
             return jwt.decode(
                 token,
                 key,
@@ -181,3 +206,9 @@ class TokenValidator:
             expires_at=float(claims["exp"]),
             token=token,
         )
+
+
+@lru_cache(maxsize=64)
+def _public_key(jwk_json: str, algorithm: str) -> Any:
+    """Building a key object from a JWK costs more than verifying a signature; do it once per key."""
+    return jwt.PyJWK(json.loads(jwk_json), algorithm=algorithm).key

@@ -3,6 +3,12 @@
 Reports numbers; it asserts nothing. Every loop is bounded and all traffic stays on loopback.
 
     ~/.cache/mlflow-gate/venv/bin/python benchmarks/gate_benchmark.py [--requests N]
+
+The Python client shares the two cores with the stack, so it understates the gate's capacity under
+concurrency; for that, load the check endpoint from `wrk` (Debian package) instead:
+
+    wrk -t1 -c16 -d10s --latency -H "Authorization: Bearer $TOKEN" -H "X-Original-Method: GET" \
+        -H "X-Original-URI: /api/2.0/mlflow/experiments/search" http://127.0.0.1:8090/_gate/check
 """
 
 from __future__ import annotations

@@ -155,3 +155,38 @@ def test_unreachable_jwks_is_not_a_token_problem(realm: Realm, clock: Clock) -> 
     validator = TokenValidator(SigningKeys(http, JWKS_URL, 30.0, clock), ISSUER, AUDIENCE)
     with pytest.raises(SigningKeysUnavailable):
         validate(validator, realm.token())
+
+
+def test_a_cached_token_does_not_vouch_for_a_tampered_copy(realm: Realm, validator: TokenValidator) -> None:
+    token = realm.token()
+    assert validate(validator, token).roles == {"Default", "offline_access"}
+    header, _, signature = token.split(".")
+    promoted = b64(json.dumps(realm.claims(realm_access={"roles": ["Admin"]})).encode())
+    with pytest.raises(TokenError, match="signature"):
+        validate(validator, f"{header}.{promoted}.{signature}")
+
+
+def test_a_token_is_verified_once_and_again_after_a_minute(
+    realm: Realm, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(realm.handle))
+    validator = TokenValidator(SigningKeys(http, JWKS_URL, 30.0, clock), ISSUER, AUDIENCE, clock=clock)
+    verified = validator._verified_claims
+    calls: list[str] = []
+
+    async def counting(token: str) -> dict:
+        calls.append(token)
+        return await verified(token)
+
+    monkeypatch.setattr(validator, "_verified_claims", counting)
+    clock.now = time.time()
+    token = realm.token()
+    for _ in range(3):
+        validate(validator, token)
+    assert len(calls) == 1
+    clock.now += 61
+    validate(validator, token)
+    assert len(calls) == 2
+    clock.now += 400
+    validate(validator, token)
+    assert len(calls) == 3

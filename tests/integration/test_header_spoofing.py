@@ -17,29 +17,23 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-import shutil
-import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from stack.components import MLFLOW_HOST_HEADER
-from stack.nginx import write_configs
 
+from .local_processes import gateway_nginx
 from .raw_http import Header, RawResponse, address, json_request_headers, send
 from .realm_client import RealmClient
 from .test_mlflow_client import client_for, signed_in
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 
 CLIENT_IP = "127.0.0.2"
 """Requests to the recording gateway come from here, so a spoofed 127.0.0.1 is distinguishable."""
@@ -211,57 +205,17 @@ class RecordingGateway:
         return response, self.recorder.seen[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], error_log: Path) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"recording NGINX exited {process.returncode}: {error_log.read_text(errors='replace')}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"recording NGINX did not listen on {port}: {error_log.read_text(errors='replace')}")
-
-
 @pytest.fixture(scope="module")
 def recording_gateway(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecordingGateway]:
     """A second NGINX from the product template: the real gate decides, the recorder is upstream."""
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
-    assert nginx, "nginx not installed (the stack runner installs it)"
     recorder = Recorder()
     threading.Thread(target=recorder.serve_forever, daemon=True).start()
-    port = _free_port()
     gate_host, gate_port = address(stack["gate_url"])
     state = tmp_path_factory.mktemp("recording-nginx")
-    conf = write_configs(
-        REPO / "nginx" / "gateway.conf.template",
-        state,
-        {
-            "GATEWAY_LISTEN": f"127.0.0.1:{port}",
-            "GATE_UPSTREAM": f"{gate_host}:{gate_port}",
-            "MLFLOW_UPSTREAM": f"127.0.0.1:{recorder.server_port}",
-            "MLFLOW_HOST_HEADER": MLFLOW_HOST_HEADER,
-        },
-    )
-    error_log = state / "error.log"
-    process = subprocess.Popen(
-        [nginx, "-p", str(state), "-e", str(error_log), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
-        _wait_for_port(port, process, error_log)
-        yield RecordingGateway(("127.0.0.1", port), recorder)
+        with gateway_nginx(state, f"{gate_host}:{gate_port}", f"127.0.0.1:{recorder.server_port}") as port:
+            yield RecordingGateway(("127.0.0.1", port), recorder)
     finally:
-        process.terminate()
-        process.wait(timeout=15)
         recorder.shutdown()
         recorder.server_close()
 

@@ -9,6 +9,7 @@ import json
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import RSAAlgorithm
 
+from .local_processes import gate
 from .realm_client import RealmClient, gate_counter
 
 pytestmark = pytest.mark.integration
@@ -131,3 +133,26 @@ def test_two_users_hammering_concurrently_never_get_each_others_decision(
             assert status == 403 and "PERMISSION_DENIED" in body, body
         else:
             assert status != 403 and "RESOURCE_DOES_NOT_EXIST" in body, body
+
+
+def test_a_second_gate_process_reuses_decisions_through_redis(
+    stack: dict[str, Any], realm: RealmClient, tmp_path: Path
+) -> None:
+    username, password = realm.create_user("shared", ["Default"])
+    token = realm.token(username, password)
+    assert get(stack, SEARCH, token).status_code == 200
+    settings = {
+        "GATE_KEYCLOAK_URL": stack["keycloak_url"],
+        "GATE_REALM": stack["realm"],
+        "GATE_REDIS_URL": stack["redis_url"],
+    }
+    with gate(tmp_path, settings) as port:
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/_gate/check",
+            headers={"Authorization": f"Bearer {token}", "X-Original-Method": "GET", "X-Original-URI": SEARCH},
+            timeout=30,
+        )
+        assert answer.status_code == 200
+        assert answer.headers["x-auth-request-user"] == username
+        assert gate_counter({"gate_url": f"http://127.0.0.1:{port}"}, "gate_uma_requests_total") == 0
+        assert gate_counter({"gate_url": f"http://127.0.0.1:{port}"}, "gate_decision_cache_hits_total") == 1

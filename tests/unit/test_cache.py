@@ -9,16 +9,10 @@ from authz_service.cache import DecisionCache, decision_key
 from authz_service.routes import Permission
 from authz_service.tokens import Identity
 
+from .fake_clock import Clock
+
 DELETE = Permission("experiments", "delete")
 READ = Permission("experiments", "read")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 10_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class FakeRedis:
@@ -64,7 +58,7 @@ def test_keys_separate_users_role_sets_clients_and_permissions() -> None:
 
 
 def test_entry_lives_no_longer_than_the_configured_maximum() -> None:
-    clock = Clock()
+    clock = Clock(10_000.0)
     cache = DecisionCache(max_ttl=60, size=100, clock=clock)
     run(cache.put("k", True, token_expires_at=clock.now + 300))
     clock.now += 59
@@ -74,7 +68,7 @@ def test_entry_lives_no_longer_than_the_configured_maximum() -> None:
 
 
 def test_entry_lives_no_longer_than_the_token() -> None:
-    clock = Clock()
+    clock = Clock(10_000.0)
     cache = DecisionCache(max_ttl=60, size=100, clock=clock)
     run(cache.put("k", False, token_expires_at=clock.now + 10))
     clock.now += 9
@@ -84,14 +78,14 @@ def test_entry_lives_no_longer_than_the_token() -> None:
 
 
 def test_expired_token_is_not_cached() -> None:
-    clock = Clock()
+    clock = Clock(10_000.0)
     cache = DecisionCache(max_ttl=60, size=100, clock=clock)
     run(cache.put("k", True, token_expires_at=clock.now - 1))
     assert run(cache.get("k")) is None
 
 
 def test_redis_shares_decisions_between_gate_processes() -> None:
-    clock = Clock()
+    clock = Clock(10_000.0)
     redis = FakeRedis(clock)
     first = DecisionCache(max_ttl=60, size=100, redis=redis, clock=clock)
     second = DecisionCache(max_ttl=60, size=100, redis=redis, clock=clock)
@@ -102,7 +96,7 @@ def test_redis_shares_decisions_between_gate_processes() -> None:
 
 
 def test_redis_outage_is_a_miss_not_an_error() -> None:
-    clock = Clock()
+    clock = Clock(10_000.0)
     cache = DecisionCache(max_ttl=60, size=100, redis=FakeRedis(clock, broken=True), clock=clock)
     assert run(cache.get("k")) is None
     run(cache.put("k", False, token_expires_at=clock.now + 30))
@@ -110,7 +104,7 @@ def test_redis_outage_is_a_miss_not_an_error() -> None:
 
 
 def test_memory_layer_is_bounded() -> None:
-    clock = Clock()
+    clock = Clock(10_000.0)
     cache = DecisionCache(max_ttl=60, size=3, clock=clock)
     for index in range(10):
         run(cache.put(f"k{index}", True, token_expires_at=clock.now + 30))
@@ -119,7 +113,7 @@ def test_memory_layer_is_bounded() -> None:
 
 @pytest.mark.parametrize("raw", [b"garbage", b"1:not-a-number"])
 def test_unreadable_redis_values_are_misses(raw: bytes) -> None:
-    clock = Clock()
+    clock = Clock(10_000.0)
     redis = FakeRedis(clock)
     redis.data["k"] = (raw.decode(), clock.now + 100)
     cache = DecisionCache(max_ttl=60, size=10, redis=redis, clock=clock)

@@ -11,6 +11,8 @@ import pytest
 
 from mlflow_gate_client.credentials import DEVICE_GRANT, Credentials, Realm, SignInError
 
+from .fake_clock import Clock
+
 REALM = Realm("http://keycloak.test/realms/mlflow")
 
 
@@ -57,19 +59,6 @@ class FakeRealm:
                 return Reply(400, {"error": "invalid_grant"})
             return Reply(200, self.tokens())
         return Reply(500, {})
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def credentials(tmp_path: Path, realm: FakeRealm, clock: Clock, told: list[str] | None = None) -> Credentials:

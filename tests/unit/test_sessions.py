@@ -5,13 +5,7 @@ import asyncio
 from authz_service.oidc import GrantRejected, TokenSet
 from authz_service.sessions import KeyValue, SessionStore, SigninState
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 50_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from .fake_clock import Clock
 
 
 class RotatingKeycloak:
@@ -46,7 +40,7 @@ def store(clock: Clock) -> tuple[SessionStore, RotatingKeycloak]:
 
 
 def test_concurrent_requests_refresh_once_and_all_get_the_new_token() -> None:
-    clock = Clock()
+    clock = Clock(50_000.0)
     sessions, keycloak = store(clock)
 
     async def scenario() -> list[str | None]:
@@ -61,7 +55,7 @@ def test_concurrent_requests_refresh_once_and_all_get_the_new_token() -> None:
 
 
 def test_session_survives_many_token_lifetimes() -> None:
-    clock = Clock()
+    clock = Clock(50_000.0)
     sessions, keycloak = store(clock)
 
     async def scenario() -> list[str | None]:
@@ -76,7 +70,7 @@ def test_session_survives_many_token_lifetimes() -> None:
 
 
 def test_rejected_refresh_ends_the_session() -> None:
-    clock = Clock()
+    clock = Clock(50_000.0)
     sessions, keycloak = store(clock)
 
     async def scenario() -> tuple[str | None, str | None]:
@@ -89,7 +83,7 @@ def test_rejected_refresh_ends_the_session() -> None:
 
 
 def test_session_ends_at_its_lifetime_even_with_refresh() -> None:
-    clock = Clock()
+    clock = Clock(50_000.0)
     keycloak = RotatingKeycloak(clock)
     sessions = SessionStore(KeyValue(None, clock), keycloak, lifetime=100, clock=clock)  # type: ignore[arg-type]
 
@@ -102,7 +96,7 @@ def test_session_ends_at_its_lifetime_even_with_refresh() -> None:
 
 
 def test_every_sign_in_gets_a_new_unguessable_id() -> None:
-    clock = Clock()
+    clock = Clock(50_000.0)
     sessions, keycloak = store(clock)
 
     async def scenario() -> set[str]:
@@ -114,7 +108,7 @@ def test_every_sign_in_gets_a_new_unguessable_id() -> None:
 
 
 def test_signin_state_is_single_use_and_expires() -> None:
-    clock = Clock()
+    clock = Clock(50_000.0)
     sessions, _ = store(clock)
 
     async def scenario() -> tuple[object, object, object]:
@@ -132,7 +126,7 @@ def test_signin_state_is_single_use_and_expires() -> None:
 
 
 def test_sign_out_removes_the_session() -> None:
-    clock = Clock()
+    clock = Clock(50_000.0)
     sessions, keycloak = store(clock)
 
     async def scenario() -> tuple[object, str | None]:

@@ -14,14 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from authz_service.tokens import SigningKeys, SigningKeysUnavailable, TokenError, TokenValidator
 
 from .token_factory import AUDIENCE, ISSUER, JWKS_URL, Realm
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from .fake_clock import Clock
 
 
 @pytest.fixture

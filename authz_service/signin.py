@@ -8,6 +8,7 @@ this site.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import secrets
 import time
@@ -68,7 +69,9 @@ class SignIn:
         router.add_api_route("/badge.js", self.badge, methods=["GET"])
         return router
 
-    async def start(self, rd: str | None = None) -> Response:
+    async def start(self, rd: str | None = None, go: bool = False) -> Response:
+        if not go:
+            return _return_target_page(safe_return_target(rd))
         verifier, challenge = pkce_pair()
         nonce = secrets.token_urlsafe(32)
         state = await self._sessions.begin_signin(SigninState(verifier, nonce, safe_return_target(rd)))
@@ -140,6 +143,21 @@ class SignIn:
         response.set_cookie(
             name, value, max_age=max_age, path=path, secure=self._secure, httponly=True, samesite="lax"
         )
+
+
+def _return_target_page(return_to: str) -> HTMLResponse:
+    """MLflow's pages are hash routes (/#/experiments/1) that never reach a server, but the browser
+    keeps the fragment across NGINX's redirect to here; this page adds it to the return target."""
+    target = json.dumps(return_to).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    fallback = html.escape(f"{SIGNIN_PATH}?go=1&rd={quote(return_to, safe='')}")
+    body = (
+        "<!doctype html><title>Signing in</title>"
+        f"<script>var target = {target};"
+        'if (target.indexOf("#") < 0) { target += location.hash; }'
+        f'location.replace("{SIGNIN_PATH}?go=1&rd=" + encodeURIComponent(target));</script>'
+        f'<noscript><a href="{fallback}">Sign in</a></noscript>'
+    )
+    return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 
 
 def _failure(message: str, status: int = 400) -> HTMLResponse:

@@ -23,7 +23,7 @@ class Callback:
 
 def start(gateway: httpx.Client, return_to: str = "/") -> str:
     """Begin a sign-in at the gate; returns the Keycloak authorization URL."""
-    response = gateway.get("/oauth2/start", params={"rd": return_to})
+    response = gateway.get("/oauth2/start", params={"rd": return_to, "go": "1"})
     assert response.status_code == 302, response.text
     return response.headers["location"]
 

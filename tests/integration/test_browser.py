@@ -86,9 +86,10 @@ def test_default_user_signs_in_sees_his_experiment_cannot_delete_it_and_signs_ou
 ) -> None:
     name, experiment_id = experiment_for(stack, realm, "bob")
     page.goto(f"{stack['gateway_url']}/#/experiments")
-    assert page.url.startswith(f"{stack['keycloak_url']}/realms/mlflow/protocol/openid-connect/auth")
+    page.wait_for_url(f"{stack['keycloak_url']}/realms/mlflow/protocol/openid-connect/auth**")
     shot(page, "bob-01-keycloak-login")
     sign_in_at_keycloak(page, stack, "bob")
+    page.wait_for_url(f"{stack['gateway_url']}/#/experiments")  # back on the page asked for
 
     open_experiments_page(page, stack["gateway_url"])
     wait_for_experiment_listed(page, name)

@@ -171,7 +171,7 @@ def test_browser_navigation_without_session_is_sent_to_sign_in(keycloak: FakeKey
 
 
 def test_sign_in_start_uses_pkce_state_nonce_and_a_strict_cookie(keycloak: FakeKeycloak) -> None:
-    response = sso_client(keycloak, "https://gateway.test").get("/oauth2/start", params={"rd": "/#/models"})
+    response = sso_client(keycloak, "https://gateway.test").get("/oauth2/start", params={"rd": "/#/models", "go": "1"})
     assert response.status_code == 302
     location = urlsplit(response.headers["location"])
     query = {key: values[0] for key, values in parse_qs(location.query).items()}
@@ -186,9 +186,25 @@ def test_sign_in_start_uses_pkce_state_nonce_and_a_strict_cookie(keycloak: FakeK
         assert flag in cookie
 
 
+def test_sign_in_first_adds_the_pages_hash_route_to_the_return_target(keycloak: FakeKeycloak) -> None:
+    page = sso_client(keycloak).get("/oauth2/start", params={"rd": "/"})
+    assert page.status_code == 200
+    assert 'var target = "/";' in page.text
+    assert "target += location.hash" in page.text
+    assert 'location.replace("/oauth2/start?go=1&rd=" + encodeURIComponent(target))' in page.text
+    assert SIGNIN_COOKIE not in page.headers.get("set-cookie", "")
+
+
+def test_sign_in_page_cannot_be_scripted_through_the_return_target(keycloak: FakeKeycloak) -> None:
+    page = sso_client(keycloak).get("/oauth2/start", params={"rd": '/"</script><script>alert(1)</script>'})
+    assert "<script>alert(1)" not in page.text
+    assert "\\u003c/script\\u003e" in page.text
+
+
 def test_callback_refuses_foreign_missing_and_replayed_state(keycloak: FakeKeycloak) -> None:
     client = sso_client(keycloak)
-    state = parse_qs(urlsplit(client.get("/oauth2/start").headers["location"]).query)["state"][0]
+    start = client.get("/oauth2/start", params={"go": "1"})
+    state = parse_qs(urlsplit(start.headers["location"]).query)["state"][0]
     client.cookies.set(SIGNIN_COOKIE, state, path="/oauth2/")
     assert client.get("/oauth2/callback", params={"code": "c", "state": "forged"}).status_code == 400
     assert client.get("/oauth2/callback", params={"code": "c"}).status_code == 400

@@ -280,6 +280,7 @@ def test_client_original_uri_and_other_identity_headers_do_not_reach_mlflow(
         ("X-Auth-Request-Preferred-Username", "alice"),
         ("X-Auth-Request-Groups", "Admin"),
         ("X-Forwarded-User", "alice"),
+        ("Cookie", "mlflow_gate_session=session-id-of-the-caller; KEYCLOAK_IDENTITY=abc"),
     ]
     _, seen = recording_gateway.send(
         "GET", SEARCH, [("Authorization", f"Bearer {realm.token('bob')}"), *spoofs, ("X-Probe", "passes")]

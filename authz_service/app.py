@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .cache import DecisionCache
-from .checks import Checker
+from .checks import Checker, CredentialsUnavailable
 from .decisions import Authorizer
 from .metrics import Metrics
 from .oidc import OidcClient
@@ -103,16 +103,19 @@ def create_app(
     async def check(request: Request) -> Response:
         method = request.headers.get("x-original-method", "")
         uri = request.headers.get("x-original-uri", "")
-        token = bearer_token(request.headers.get("authorization"))
-        session_id = request.cookies.get(SESSION_COOKIE)
-        if token is None and session_id and components.sessions is not None:
+
+        async def credentials() -> str | None:
+            token = bearer_token(request.headers.get("authorization"))
+            session_id = request.cookies.get(SESSION_COOKIE)
+            if token is not None or not session_id or components.sessions is None:
+                return token
             try:
-                token = await components.sessions.access_token(session_id)
+                return await components.sessions.access_token(session_id)
             except (RedisError, KeycloakUnavailable) as error:
-                log.error("cannot read or refresh session: %s", error)
-                return Response(status_code=503)
+                raise CredentialsUnavailable(str(error)) from error
+
         signin = signin_location(uri) if components.signin and is_navigation(method, request) else None
-        verdict = await components.checker.check(method, uri, token, signin)
+        verdict = await components.checker.check(method, uri, credentials, signin)
         return Response(status_code=verdict.status, headers=verdict.headers)
 
     if components.signin is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -20,6 +21,14 @@ from .uma import KeycloakUnavailable, TokenRejected
 log = logging.getLogger(__name__)
 
 _UNSAFE_REASON = re.compile(r"[^A-Za-z0-9 #._:/@()+-]")
+
+
+Credentials = Callable[[], Awaitable[str | None]]
+"""Resolves the caller's access token (bearer header or session cookie), only once it is needed."""
+
+
+class CredentialsUnavailable(Exception):
+    """The session store or Keycloak could not produce the session's token; answered with 503."""
 
 
 @dataclass(frozen=True)
@@ -43,15 +52,15 @@ class Checker:
         self._authorizer = authorizer
         self._metrics = metrics
 
-    async def check(self, method: str, uri: str, token: str | None, signin: str | None = None) -> Verdict:
+    async def check(self, method: str, uri: str, credentials: Credentials, signin: str | None = None) -> Verdict:
         """`signin` is where to send a browser navigation that turns out to be unauthenticated."""
-        verdict = await self._check(method, uri, token)
+        verdict = await self._check(method, uri, credentials)
         self._metrics.checks[str(verdict.status)] += 1
         if verdict.status == 401 and signin is not None:
             return Verdict(401, {**verdict.headers, "X-Gate-Signin": signin})
         return verdict
 
-    async def _check(self, method: str, uri: str, token: str | None) -> Verdict:
+    async def _check(self, method: str, uri: str, credentials: Credentials) -> Verdict:
         if not method or not uri:
             return self._forbidden("the gate was called without the original method and URI")
         route = self._routes.classify(method, uri)
@@ -60,6 +69,11 @@ class Checker:
         if isinstance(route, Refusal):
             log.warning("refused unmapped or ambiguous request: %s", route.reason)
             return self._forbidden(route.reason)
+        try:
+            token = await credentials()
+        except CredentialsUnavailable as error:
+            log.error("cannot read or refresh the session: %s", error)
+            return Verdict(503)
         if token is None:
             return self._unauthenticated(None, "sign in or send a Bearer token")
         try:

@@ -8,6 +8,7 @@ import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from authz_service.app import create_app
 from authz_service.settings import Settings
@@ -245,3 +246,26 @@ def test_return_target_never_leaves_the_site(target: str) -> None:
 @pytest.mark.parametrize("target", ["/", "/#/experiments/1", "/#/models?x=1&y=2", "/static-files/x.js"])
 def test_return_target_keeps_same_site_paths(target: str) -> None:
     assert safe_return_target(target) == target
+
+
+class BrokenRedis:
+    """Every call fails, as when Redis is down."""
+
+    def __getattr__(self, name: str):
+        async def fail(*args: object, **kwargs: object) -> None:
+            raise RedisConnectionError("Redis is down")
+
+        return fail
+
+
+def test_session_store_outage_is_503_but_never_touches_public_or_refused_routes(keycloak: FakeKeycloak) -> None:
+    app = create_app(
+        settings(GATE_CLIENT_SECRET="test-secret", GATE_PUBLIC_URL="http://gateway.test"),
+        transport=httpx.MockTransport(keycloak.handle),
+        redis=BrokenRedis(),  # type: ignore[arg-type]
+    )
+    client = TestClient(app)
+    client.cookies.set(SESSION_COOKIE, "a-session-id")
+    assert check(client, GET_EXPERIMENT).status_code == 503
+    assert check(client, ("GET", "/health")).status_code == 200
+    assert check(client, ("GET", "/api/2.0/mlflow/experiments/obliterate")).status_code == 403

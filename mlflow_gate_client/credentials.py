@@ -8,11 +8,8 @@ access token that is refreshed shortly before it expires.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
-import secrets
 import sys
 import threading
 import time
@@ -20,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from authz_service.oidc import pkce_pair
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 REFRESH_MARGIN_SECONDS = 30.0
@@ -94,8 +93,7 @@ class Credentials:
         self._store.unlink(missing_ok=True)
 
     def _device_sign_in(self) -> dict[str, Any]:
-        verifier = secrets.token_urlsafe(64)
-        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        verifier, challenge = pkce_pair()
         response = self._http.post(
             self._realm.device_endpoint,
             data={

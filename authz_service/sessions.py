@@ -33,17 +33,16 @@ LOCK_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class Session:
-    subject: str
     tokens: TokenSet
     ends_at: float
 
     def to_json(self) -> str:
-        return json.dumps({"subject": self.subject, "tokens": asdict(self.tokens), "ends_at": self.ends_at})
+        return json.dumps({"tokens": asdict(self.tokens), "ends_at": self.ends_at})
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Session:
         data = json.loads(raw)
-        return cls(data["subject"], TokenSet(**data["tokens"]), data["ends_at"])
+        return cls(TokenSet(**data["tokens"]), data["ends_at"])
 
 
 @dataclass(frozen=True)
@@ -130,10 +129,10 @@ class SessionStore:
         raw = await self._store.pop(SIGNIN_PREFIX + _digest(state_id))
         return None if raw is None else SigninState(**json.loads(raw))
 
-    async def create(self, subject: str, tokens: TokenSet) -> str:
+    async def create(self, tokens: TokenSet) -> str:
         """Always a fresh id: an id planted before sign-in (session fixation) is never promoted."""
         session_id = secrets.token_urlsafe(32)
-        session = Session(subject, tokens, min(self._clock() + self._lifetime, tokens.refresh_expires_at))
+        session = Session(tokens, min(self._clock() + self._lifetime, tokens.refresh_expires_at))
         await self._save(session_id, session)
         return session_id
 
@@ -173,7 +172,7 @@ class SessionStore:
                 return None
             if tokens.id_token is None:
                 tokens = TokenSet(**{**asdict(tokens), "id_token": session.tokens.id_token})
-            await self._save(session_id, Session(session.subject, tokens, session.ends_at))
+            await self._save(session_id, Session(tokens, session.ends_at))
             self.refresh_count += 1
             return tokens.access_token
         finally:

@@ -102,7 +102,7 @@ class SignIn:
         except (KeycloakUnavailable, SigningKeysUnavailable) as error:
             log.error("sign-in failed: %s", error)
             return _failure("Keycloak is not reachable right now", status=503)
-        session_id = await self._sessions.create(identity.subject, tokens)
+        session_id = await self._sessions.create(tokens)
         response = RedirectResponse(signin.return_to, status_code=302)
         self._set_cookie(response, SESSION_COOKIE, session_id, int(self._settings.session_lifetime), path="/")
         response.delete_cookie(SIGNIN_COOKIE, path="/oauth2/")

@@ -44,7 +44,7 @@ def test_concurrent_requests_refresh_once_and_all_get_the_new_token() -> None:
     sessions, keycloak = store(clock)
 
     async def scenario() -> list[str | None]:
-        session_id = await sessions.create("bob", keycloak.tokens())
+        session_id = await sessions.create(keycloak.tokens())
         assert await sessions.access_token(session_id) == "access-0"
         clock.now += 50
         return await asyncio.gather(*(sessions.access_token(session_id) for _ in range(25)))
@@ -59,7 +59,7 @@ def test_session_survives_many_token_lifetimes() -> None:
     sessions, keycloak = store(clock)
 
     async def scenario() -> list[str | None]:
-        session_id = await sessions.create("bob", keycloak.tokens())
+        session_id = await sessions.create(keycloak.tokens())
         seen = []
         for _ in range(5):
             clock.now += 70
@@ -74,7 +74,7 @@ def test_rejected_refresh_ends_the_session() -> None:
     sessions, keycloak = store(clock)
 
     async def scenario() -> tuple[str | None, str | None]:
-        session_id = await sessions.create("bob", keycloak.tokens())
+        session_id = await sessions.create(keycloak.tokens())
         keycloak.valid_refresh_token = "revoked-elsewhere"
         clock.now += 50
         return await sessions.access_token(session_id), await sessions.access_token(session_id)
@@ -88,7 +88,7 @@ def test_session_ends_at_its_lifetime_even_with_refresh() -> None:
     sessions = SessionStore(KeyValue(None, clock), keycloak, lifetime=100, clock=clock)  # type: ignore[arg-type]
 
     async def scenario() -> str | None:
-        session_id = await sessions.create("bob", keycloak.tokens())
+        session_id = await sessions.create(keycloak.tokens())
         clock.now += 101
         return await sessions.access_token(session_id)
 
@@ -100,7 +100,7 @@ def test_every_sign_in_gets_a_new_unguessable_id() -> None:
     sessions, keycloak = store(clock)
 
     async def scenario() -> set[str]:
-        return {await sessions.create("bob", keycloak.tokens()) for _ in range(20)}
+        return {await sessions.create(keycloak.tokens()) for _ in range(20)}
 
     ids = asyncio.run(scenario())
     assert len(ids) == 20
@@ -130,7 +130,7 @@ def test_sign_out_removes_the_session() -> None:
     sessions, keycloak = store(clock)
 
     async def scenario() -> tuple[object, str | None]:
-        session_id = await sessions.create("bob", keycloak.tokens())
+        session_id = await sessions.create(keycloak.tokens())
         ended = await sessions.end(session_id)
         return ended, await sessions.access_token(session_id)
 

@@ -95,6 +95,8 @@ def keycloak(layout: Layout, java_home: Path, admin_password: str) -> Component:
             # Pinned explicitly so a value in the caller's shell cannot desynchronise
             # Keycloak from the gate.
             "MLFLOW_GATE_CLIENT_SECRET": DEV_GATE_CLIENT_SECRET,
+            # The sign-in redirect the realm accepts follows the gateway's (possibly offset) port.
+            "MLFLOW_GATE_PUBLIC_URL": url(GATEWAY_PORT),
         },
         timeout=240,
         log=state / "keycloak.log",

@@ -12,12 +12,23 @@ MIN_JAVA_MAJOR = 21
 JVM_ROOT = Path("/usr/lib/jvm")
 
 HOST = "127.0.0.1"
-GATEWAY_PORT = 8080
-KEYCLOAK_PORT = 8180
-KEYCLOAK_MANAGEMENT_PORT = 9000
-GATE_PORT = 8090
-MLFLOW_PORT = 5500
-REDIS_PORT = 6390
+
+
+def _port_offset() -> int:
+    """MLFLOW_GATE_PORT_OFFSET shifts every port, so several checkouts can each run a stack."""
+    raw = os.environ.get("MLFLOW_GATE_PORT_OFFSET", "0").strip() or "0"
+    if not raw.isdigit() or int(raw) > 50_000:
+        raise SystemExit(f"MLFLOW_GATE_PORT_OFFSET={raw!r}: expected a whole number from 0 to 50000")
+    return int(raw)
+
+
+PORT_OFFSET = _port_offset()
+GATEWAY_PORT = 8080 + PORT_OFFSET
+KEYCLOAK_PORT = 8180 + PORT_OFFSET
+KEYCLOAK_MANAGEMENT_PORT = 9000 + PORT_OFFSET
+GATE_PORT = 8090 + PORT_OFFSET
+MLFLOW_PORT = 5500 + PORT_OFFSET
+REDIS_PORT = 6390 + PORT_OFFSET
 ALL_PORTS = (GATEWAY_PORT, KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT, GATE_PORT, MLFLOW_PORT, REDIS_PORT)
 
 REALM = "mlflow"

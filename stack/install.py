@@ -12,7 +12,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .layout import JVM_ROOT, KEYCLOAK_ARTIFACT, MIN_JAVA_MAJOR, Layout
+from .layout import HELM_MODULE, HELM_VERSION, JVM_ROOT, KEYCLOAK_ARTIFACT, MIN_JAVA_MAJOR, Layout
 
 # Binary -> Debian package providing it.
 STACK_PACKAGES = {"nginx": "nginx-light", "redis-server": "redis-server"}
@@ -126,3 +126,21 @@ def ensure_venv(layout: Layout) -> None:
     if subprocess.run([*pip, "-e", f"{layout.repo}[stack,test]"], check=False).returncode != 0:
         raise InstallError("pip install failed (see its output above)")
     stamp.write_text(digest + "\n")
+
+
+def ensure_helm(layout: Layout) -> Path:
+    """Build the pinned helm into the cache once with `go install` (several minutes on 2 cores)."""
+    if layout.helm.exists():
+        return layout.helm
+    go = which("go") or shutil.which("go", path="/usr/local/go/bin")
+    if go is None:
+        raise InstallError(f"helm needs Go to build; install Go, or put helm {HELM_VERSION} at {layout.helm}")
+    print(f"building helm {HELM_VERSION} with go install", flush=True)
+    layout.cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=layout.cache) as scratch:
+        env = {**os.environ, "GOBIN": scratch, "GOFLAGS": "-mod=mod"}
+        if subprocess.run([go, "install", f"{HELM_MODULE}@{HELM_VERSION}"], env=env, check=False).returncode != 0:
+            raise InstallError(f"go install {HELM_MODULE}@{HELM_VERSION} failed (see its output above)")
+        layout.helm.parent.mkdir(parents=True, exist_ok=True)
+        (Path(scratch) / "helm").rename(layout.helm)
+    return layout.helm

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KEYCLOAK_VERSION = "26.5.6"
+# Helm for the chart tests (deploy/helm), built from the Go module proxy with `go install`.
+HELM_MODULE = "helm.sh/helm/v3/cmd/helm"
+HELM_VERSION = "v3.22.0"
 KEYCLOAK_ARTIFACT = f"org.keycloak:keycloak-quarkus-dist:{KEYCLOAK_VERSION}:zip"
 MIN_JAVA_MAJOR = 21
 JVM_ROOT = Path("/usr/lib/jvm")
@@ -84,6 +87,10 @@ class Layout:
     @property
     def keycloak_zip(self) -> Path:
         return self.cache / f"keycloak-quarkus-dist-{KEYCLOAK_VERSION}.zip"
+
+    @property
+    def helm(self) -> Path:
+        return self.cache / "bin" / f"helm-{HELM_VERSION}"
 
     @property
     def realm_file(self) -> Path:

@@ -12,7 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-TEMPLATE_VARIABLES = frozenset({"GATEWAY_LISTEN", "GATE_UPSTREAM", "MLFLOW_UPSTREAM", "MLFLOW_HOST_HEADER"})
+TEMPLATE_VARIABLES = frozenset(
+    {"GATEWAY_LISTEN", "GATEWAY_TLS", "GATE_UPSTREAM", "MLFLOW_UPSTREAM", "MLFLOW_HOST_HEADER"}
+)
+# Placeholders a caller may leave out: without TLS directives the gateway speaks plain HTTP.
+DEFAULTS = {"GATEWAY_TLS": ""}
 
 
 class TemplateError(ValueError):
@@ -20,6 +24,7 @@ class TemplateError(ValueError):
 
 
 def render_template(template: str, values: Mapping[str, str]) -> str:
+    values = {**DEFAULTS, **values}
     used = set(PLACEHOLDER.findall(template))
     unknown = used - TEMPLATE_VARIABLES
     missing = used - set(values)

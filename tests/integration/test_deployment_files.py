@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,8 @@ import yaml
 from authz_service.routes import CRUD, SCOPES_BY_RESOURCE
 
 from stack import nginx as stack_nginx
+
+from .deployment_checks import is_pinned, nginx_config_test
 
 REPO = Path(__file__).resolve().parents[2]
 REALM_FILE = REPO / "keycloak-realm" / "mlflow-realm.json"
@@ -52,8 +52,7 @@ def test_every_image_is_pinned_to_a_version(compose: dict[str, Any]) -> None:
     images += re.findall(r"^FROM\s+(\S+)", (REPO / "Dockerfile").read_text(), re.MULTILINE)
     assert images
     for image in images:
-        _, _, tag = image.rpartition("/")[2].partition(":")
-        assert tag and tag != "latest" and re.search(r"\d", tag), f"{image} is not pinned to a version tag"
+        assert is_pinned(image), f"{image} is not pinned to a version tag"
 
 
 def test_every_mounted_file_exists(compose: dict[str, Any]) -> None:
@@ -116,22 +115,13 @@ def test_rendering_refuses_missing_values() -> None:
 
 
 def test_rendered_template_passes_nginx_config_test(tmp_path: Path) -> None:
-    binary = shutil.which("nginx", path="/usr/sbin:/usr/bin:/sbin:/bin")
-    if binary is None:
-        pytest.skip("nginx is not installed (python3 -m stack test installs it)")
     values = {
         "GATEWAY_LISTEN": "127.0.0.1:18080",
         "GATE_UPSTREAM": "127.0.0.1:18090",
         "MLFLOW_UPSTREAM": "127.0.0.1:15500",
         "MLFLOW_HOST_HEADER": "127.0.0.1:5500",
     }
-    conf = stack_nginx.write_configs(TEMPLATE, tmp_path, values)
-    result = subprocess.run(
-        [binary, "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = nginx_config_test(stack_nginx.render_template(TEMPLATE.read_text(), values), tmp_path)
     assert result.returncode == 0, result.stderr
 
 

@@ -104,6 +104,15 @@ def test_unpinned_image_is_refused(helm: str) -> None:
     assert "must be pinned" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "setting", ["mode=nginxx", "gates.replicaCount=3", "publicUrl=mlflow.example.org", "secret.name="]
+)
+def test_invalid_values_are_refused(helm: str, setting: str) -> None:
+    result = helm_run(helm, "template", str(CHART), "--set", setting)
+    assert result.returncode != 0
+    assert "schema" in result.stderr
+
+
 def test_gate_environment_passes_the_gates_settings_validation(manifests: list[Manifest], tmp_path: Path) -> None:
     deployment = one(manifests, "Deployment", "gate")
     (gate,) = deployment["spec"]["template"]["spec"]["containers"]

@@ -68,8 +68,14 @@ def one(manifests: list[Manifest], kind: str, component: str | None = None) -> M
     return found[0]
 
 
+def pod_specs(manifests: list[Manifest]) -> list[Manifest]:
+    """The pod specs of the Deployments and of the `helm test` pod."""
+    specs = [m["spec"]["template"]["spec"] for m in manifests if m["kind"] == "Deployment"]
+    return specs + [m["spec"] for m in manifests if m["kind"] == "Pod"]
+
+
 def containers(manifests: list[Manifest]) -> list[Manifest]:
-    return [c for m in manifests if m["kind"] == "Deployment" for c in m["spec"]["template"]["spec"]["containers"]]
+    return [container for spec in pod_specs(manifests) for container in spec["containers"]]
 
 
 @pytest.fixture(scope="module", params=VALUE_SETS)
@@ -140,8 +146,8 @@ def test_gate_environment_passes_the_gates_settings_validation(manifests: list[M
 
 
 def test_gate_pods_are_hardened_and_probed(manifests: list[Manifest]) -> None:
-    for deployment in (m for m in manifests if m["kind"] == "Deployment"):
-        pod = deployment["spec"]["template"]["spec"]
+    assert len(pod_specs(manifests)) >= 2
+    for pod in pod_specs(manifests):
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] > 0
         assert pod["automountServiceAccountToken"] is False
@@ -155,6 +161,16 @@ def test_gate_pods_are_hardened_and_probed(manifests: list[Manifest]) -> None:
     assert gate["readinessProbe"]["httpGet"]["path"] == "/_gate/ready"
     assert gate["livenessProbe"]["httpGet"]["path"] == "/_gate/health"
     assert one(manifests, "PodDisruptionBudget", "gate")["spec"]["maxUnavailable"] == 1
+
+
+def test_helm_test_pod_checks_the_chain_in_front_of_mlflow(manifests: list[Manifest], value_set: str) -> None:
+    pod = one(manifests, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    target = pod["spec"]["containers"][0]["command"][-1]
+    if example_values(value_set).get("mode") == "ingress-nginx":
+        assert target == "http://mlflow-gate-gate.mlflow.svc.cluster.local:8090/_gate/health"
+    else:
+        assert re.fullmatch(r"https?://mlflow-gate-nginx:\d+/health", target), target
 
 
 def test_autoscaling_replaces_the_fixed_replica_count(helm: str) -> None:

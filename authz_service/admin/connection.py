@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -125,7 +126,7 @@ def sign_in(options: ConnectionOptions) -> KeycloakAdmin:
         ) from None
     except KeycloakError as error:
         raise AdminError(
-            f"administrator sign-in failed at {where} (HTTP {error.response_code}): "
+            f"administrator sign-in at {options.keycloak_url} failed (HTTP {error.response_code}): "
             f"check the URL (the Keycloak base URL, without /realms/...) and the admin realm {options.admin_realm!r}"
         ) from None
     except (TypeError, ValueError):
@@ -137,13 +138,22 @@ def describe(error: KeycloakError) -> str:
     """One line for a Keycloak failure no command anticipated."""
     if isinstance(error, KeycloakConnectionError):
         return f"lost the connection to Keycloak: {_cause(error)}"
-    message = error.error_message
-    if isinstance(message, bytes):
-        message = message.decode("utf-8", "replace")
-    detail = " ".join(str(message).split())[:200] or "no details"
+    detail = _detail(error.error_message)
     if error.response_code == 403:
         return f"Keycloak refused the operation (403): the administrator lacks the realm-management role for it ({detail})"
     return f"Keycloak answered {error.response_code}: {detail}"
+
+
+def _detail(message: str | bytes) -> str:
+    """Keycloak's own words: the `error`/`errorMessage` of a JSON body, else the text, on one line."""
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        text = str(body.get("errorMessage") or body.get("error_description") or body.get("error") or text)
+    return " ".join(text.split())[:200] or "no details"
 
 
 def _cause(error: BaseException) -> str:

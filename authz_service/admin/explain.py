@@ -81,10 +81,12 @@ def evaluate(admin: KeycloakAdmin, resource_server: str, user_id: str, permissio
     result = raise_error_from_response(admin.connection.raw_post(path, data=json.dumps(body)), KeycloakPostError)
     if not isinstance(result, dict) or "status" not in result:
         raise AdminError("Keycloak's policy evaluation sent an unreadable answer")
+    # Keycloak lists every permission of the resource; only those covering the asked scope decide.
     policies = tuple(
         (policy["policy"]["name"], policy["status"])
         for entry in result.get("results", [])
         for policy in entry.get("policies", [])
+        if permission.scope in (policy["policy"].get("scopes") or [permission.scope])
     )
     return Evaluation(status=result["status"], policies=policies)
 

@@ -1,4 +1,4 @@
-"""`explain METHOD URL --user NAME`: which rule decides a request, and what the gate would answer.
+"""`explain METHOD URL --user NAME` (or `--robot NAME`): which rule decides a request, and what the gate would answer.
 
 The route comes from the same route map the gate loads (plus the operator's extra files), the
 decision from Keycloak's admin policy-evaluation API for the gate's resource server, which
@@ -21,13 +21,16 @@ from .connection import Session
 from .errors import AdminError
 from .explanation import Evaluation, Subject, explain, request_target
 from .realm import client_uuid, effective_roles, find_user
+from .robots import find_robot
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("explain", help="why the gate allows or refuses a request for a user")
     parser.add_argument("method", help="HTTP method, e.g. GET or POST")
     parser.add_argument("url", help="the URL or request target, e.g. /api/2.0/mlflow/experiments/delete")
-    parser.add_argument("--user", required=True, help="the user whose request it is")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="the user whose request it is")
+    who.add_argument("--robot", help="or the robot (NAME or robot-NAME) whose request it is")
     parser.add_argument(
         "--route-map",
         action="append",
@@ -52,8 +55,14 @@ def explain_request(session: Session, args: argparse.Namespace) -> None:
     method = args.method.upper()
     target = request_target(args.url)
     admin = session.admin
-    user = find_user(admin, args.user)
-    subject = Subject(user["username"], bool(user.get("enabled")), tuple(effective_roles(admin, user["id"])))
+    if args.robot:
+        client = find_robot(admin, args.robot)
+        user = admin.get_client_service_account_user(client["id"])
+        name, enabled = client["clientId"], bool(client.get("enabled") and user.get("enabled"))
+    else:
+        user = find_user(admin, args.user)
+        name, enabled = user["username"], bool(user.get("enabled"))
+    subject = Subject(name, enabled, tuple(effective_roles(admin, user["id"])))
     resource_server = client_uuid(admin, session.options.gate_client)
     explanation = explain(
         method,

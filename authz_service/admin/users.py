@@ -11,6 +11,7 @@ import getpass
 import sys
 from typing import Any
 
+from keycloak import KeycloakAdmin
 from keycloak.exceptions import KeycloakPostError
 
 from . import output
@@ -114,32 +115,33 @@ def create_user(session: Session, args: argparse.Namespace) -> None:
 
 
 def disable_user(session: Session, args: argparse.Namespace) -> None:
-    admin = session.admin
-    user = find_user(admin, args.username)
+    admin, user = _named_user(session, args)
     admin.disable_user(user["id"])
     print(f"disabled user {user['username']} and ended {end_sessions(admin, user['id'])} session(s)")
 
 
 def enable_user(session: Session, args: argparse.Namespace) -> None:
-    admin = session.admin
-    user = find_user(admin, args.username)
+    admin, user = _named_user(session, args)
     admin.enable_user(user["id"])
     print(f"enabled user {user['username']}")
 
 
 def delete_user(session: Session, args: argparse.Namespace) -> None:
-    admin = session.admin
-    user = find_user(admin, args.username)
+    admin, user = _named_user(session, args)
     admin.delete_user(user["id"])
     print(f"deleted user {user['username']}")
 
 
 def set_password(session: Session, args: argparse.Namespace) -> None:
     password = read_password(args)
-    admin = session.admin
-    user = find_user(admin, args.username)
+    admin, user = _named_user(session, args)
     admin.set_user_password(user["id"], password, temporary=args.temporary)
     print(f"set the {'temporary ' if args.temporary else ''}password of {user['username']}")
+
+
+def _named_user(session: Session, args: argparse.Namespace) -> tuple[KeycloakAdmin, dict[str, Any]]:
+    admin = session.admin
+    return admin, find_user(admin, args.username)
 
 
 def read_password(args: argparse.Namespace) -> str:

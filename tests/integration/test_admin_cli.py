@@ -210,6 +210,9 @@ def test_robot_lifecycle(capsys: pytest.CaptureFixture[str], realm: RealmClient,
         token = client_credentials(realm, client_id, created["secret"]).json()["access_token"]
         assert gateway(stack, "GET", SEARCH, token).status_code == 200
         assert gateway(stack, "POST", DELETE, token, {"experiment_id": "999999999"}).status_code == 403
+        for method, path, status in (("GET", SEARCH, 200), ("POST", DELETE, 403)):
+            result = json.loads(ok(capsys, "explain", method, path, "--robot", name, "--json"))
+            assert (result["user"], result["status"]) == (client_id, status), result
 
         robots = {row["name"]: row for row in json.loads(ok(capsys, "robot", "list", "--json"))}
         assert robots[name] == {"name": name, "client_id": client_id, "enabled": True, "roles": ["Default"], "description": "CI"}

@@ -51,6 +51,7 @@ def _closed_port() -> int:
         ["role", "grant", "bob"],
         ["robot", "create", "ci"],
         ["explain", "GET", "/health"],
+        ["explain", "GET", "/health", "--user", "bob", "--robot", "ci"],
         ["user", "list", "--max", "many"],
     ],
 )
@@ -76,20 +77,23 @@ def test_missing_keycloak_url_is_one_line(no_admin_env: None, capsys: pytest.Cap
     assert "MLFLOW_GATE_ADMIN_KEYCLOAK_URL" in line
 
 
-def test_missing_password_without_terminal_is_one_line(
-    no_admin_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("password", "url", "expected"),
+    [
+        ("", "http://127.0.0.1:1", "set MLFLOW_GATE_ADMIN_PASSWORD"),
+        ("x", "keycloak:8080", "not an http(s) base URL"),
+    ],
+)
+def test_incomplete_connection_settings_are_one_line(
+    password: str, url: str, expected: str, no_admin_env: None, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """No password and no terminal to prompt on, or a URL that is not one: refused before connecting."""
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    argv = ["--keycloak-url", "http://127.0.0.1:1", "--admin-user", "admin", "user", "list"]
-    assert "MLFLOW_GATE_ADMIN_PASSWORD" in _one_line_failure(argv, capsys)
-
-
-def test_url_that_is_not_http_is_one_line(
-    no_admin_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("MLFLOW_GATE_ADMIN_PASSWORD", "x")
-    argv = ["--keycloak-url", "keycloak:8080", "--admin-user", "admin", "user", "list"]
-    assert "not an http(s) base URL" in _one_line_failure(argv, capsys)
+    if password:
+        monkeypatch.setenv("MLFLOW_GATE_ADMIN_PASSWORD", password)
+    argv = ["--keycloak-url", url, "--admin-user", "admin", "user", "list"]
+    assert expected in _one_line_failure(argv, capsys)
 
 
 def test_unreachable_keycloak_is_one_line(

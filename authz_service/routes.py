@@ -77,12 +77,17 @@ class RouteMapError(ValueError):
 
 @dataclass(frozen=True)
 class Rule:
-    """One method and one expanded path pattern, read from `source` (`file:line`)."""
+    """One method and one expanded path pattern, read from `source` (`file:line`).
+
+    `text` is the rule as written (columns only), so `mlflow-gate-admin explain` can show an
+    administrator the line that decided a request.
+    """
 
     method: str
     pattern: str
     classification: Classification
     source: str
+    text: str = ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,7 +270,7 @@ def _parse_rules(text: str, source: str) -> Iterator[tuple[Rule, tuple[str, ...]
             raise RouteMapError(f"{where}: {error}") from None
         for method in methods:
             for full, keys in expanded:
-                yield Rule(method, full, classification, where), keys
+                yield Rule(method, full, classification, where, " ".join(fields)), keys
 
 
 class RouteMap:

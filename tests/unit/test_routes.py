@@ -96,9 +96,9 @@ def test_versioned_paths_match_under_both_api_prefixes_only(write_map) -> None:
 
 
 def test_rules_keep_their_source(write_map) -> None:
-    path = write_map("\nGET /x runs#read\n")
+    path = write_map("\nGET,POST   /x  runs#read   # comment\n")
     rule = RouteMap.from_files([path]).lookup("HEAD", "/x?y=1")
-    assert rule == Rule("GET", "/x", RUNS_READ, f"{path}:2")
+    assert rule == Rule("GET", "/x", RUNS_READ, f"{path}:2", "GET,POST /x runs#read")
 
 
 # --- Matching ------------------------------------------------------------------------------------

@@ -68,7 +68,8 @@ def test_every_mounted_file_exists(compose: dict[str, Any]) -> None:
 def test_gate_image_copies_every_package_it_installs() -> None:
     packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     copied = re.findall(r"^COPY\s+(\S+)\s", (REPO / "Dockerfile").read_text(), re.MULTILINE)
-    assert set(packages) <= set(copied)
+    # A subpackage (authz_service.admin) travels inside its top-level package's folder.
+    assert {package.split(".")[0] for package in packages} <= set(copied)
 
 
 def test_only_nginx_and_keycloak_are_published(compose: dict[str, Any]) -> None:

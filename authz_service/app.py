@@ -12,22 +12,22 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from .cache import DecisionCache
-from .checks import Checker, CredentialsUnavailable
+from .check_route import CheckEndpoint, GateApp
+from .checks import Checker
 from .decisions import Authorizer
 from .metrics import Metrics
 from .oidc import OidcClient
 from .routes import RouteMap
 from .sessions import KeyValue, SessionStore
 from .settings import Settings
-from .signin import SESSION_COOKIE, SignIn, signin_location
+from .signin import SignIn
 from .tokens import SigningKeys, TokenValidator
-from .uma import KeycloakUnavailable, UmaClient
+from .uma import UmaClient
 
 log = logging.getLogger(__name__)
 
@@ -96,27 +96,9 @@ def create_app(
         yield
         await components.close()
 
-    app = FastAPI(title="MLflow gate", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    check = CheckEndpoint(components.checker, components.sessions, components.signin is not None)
+    app = GateApp(check, title="MLflow gate", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.components = components
-
-    @app.get("/_gate/check")
-    async def check(request: Request) -> Response:
-        method = request.headers.get("x-original-method", "")
-        uri = request.headers.get("x-original-uri", "")
-
-        async def credentials() -> str | None:
-            token = bearer_token(request.headers.get("authorization"))
-            session_id = request.cookies.get(SESSION_COOKIE)
-            if token is not None or not session_id or components.sessions is None:
-                return token
-            try:
-                return await components.sessions.access_token(session_id)
-            except (RedisError, KeycloakUnavailable) as error:
-                raise CredentialsUnavailable(str(error)) from error
-
-        signin = signin_location(uri) if components.signin and is_navigation(method, request) else None
-        verdict = await components.checker.check(method, uri, credentials, signin)
-        return Response(status_code=verdict.status, headers=verdict.headers)
 
     if components.signin is not None:
         app.include_router(components.signin.router())
@@ -138,23 +120,3 @@ def create_app(
 
     return app
 
-
-def is_navigation(method: str, request: Request) -> bool:
-    """A browser loading a page (sent to sign-in), as opposed to a script or API client (gets 401)."""
-    if method not in ("GET", "HEAD"):
-        return False
-    mode = request.headers.get("sec-fetch-mode")
-    if mode is not None:
-        return mode == "navigate"
-    return "text/html" in request.headers.get("accept", "")
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer` header; other schemes count as no credentials."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token

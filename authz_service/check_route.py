@@ -1,0 +1,111 @@
+"""`/_gate/check`, the auth subrequest, served as a bare ASGI handler in front of FastAPI.
+
+NGINX calls the check once for every MLflow request, so its cost is the gate's cost. FastAPI's
+routing, dependency solving, middleware and response classes took more CPU than the check itself,
+so `GateApp` hands the check's requests straight to `CheckEndpoint`, which reads the few headers it
+needs from the ASGI scope and answers with two ASGI messages. Every other path is FastAPI's.
+An exception here reaches uvicorn, which answers 500; NGINX turns that into a 503, never an allow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from fastapi import FastAPI
+from redis.exceptions import RedisError
+from starlette.requests import cookie_parser
+from starlette.types import Receive, Scope, Send
+
+from .checks import Checker, CredentialsUnavailable, Verdict
+from .sessions import SessionStore
+from .signin import SESSION_COOKIE, signin_location
+from .uma import KeycloakUnavailable
+
+CHECK_PATH = "/_gate/check"
+ALLOWED_METHODS = ("GET", "HEAD")
+"""An auth_request subrequest is always a GET, whatever the client's method was."""
+
+_NOT_ALLOWED = Verdict(405, {"Allow": ", ".join(ALLOWED_METHODS)})
+_EMPTY_BODY = {"type": "http.response.body", "body": b""}
+
+
+class CheckEndpoint:
+    """Turns NGINX's subrequest (X-Original-Method, X-Original-URI, credentials) into a verdict."""
+
+    def __init__(self, checker: Checker, sessions: SessionStore | None, signin_enabled: bool) -> None:
+        self._checker = checker
+        self._sessions = sessions
+        self._signin_enabled = signin_enabled
+
+    async def __call__(self, scope: Scope, _receive: Receive, send: Send) -> None:
+        if scope["method"] in ALLOWED_METHODS:
+            verdict = await self.verdict(request_headers(scope))
+        else:
+            verdict = _NOT_ALLOWED
+        await send({"type": "http.response.start", "status": verdict.status, "headers": raw_headers(verdict)})
+        await send(_EMPTY_BODY)
+
+    async def verdict(self, headers: Mapping[str, str]) -> Verdict:
+        method = headers.get("x-original-method", "")
+        uri = headers.get("x-original-uri", "")
+
+        async def credentials() -> str | None:
+            token = bearer_token(headers.get("authorization"))
+            if token is not None or self._sessions is None:
+                return token
+            session_id = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE)
+            if not session_id:
+                return None
+            try:
+                return await self._sessions.access_token(session_id)
+            except (RedisError, KeycloakUnavailable) as error:
+                raise CredentialsUnavailable(str(error)) from error
+
+        signin = signin_location(uri) if self._signin_enabled and is_navigation(method, headers) else None
+        return await self._checker.check(method, uri, credentials, signin)
+
+
+class GateApp(FastAPI):
+    """FastAPI for every endpoint except the check, which skips the framework (see module doc)."""
+
+    def __init__(self, check: CheckEndpoint, **options: object) -> None:
+        super().__init__(**options)  # type: ignore[arg-type]
+        self._check = check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == CHECK_PATH:
+            await self._check(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def request_headers(scope: Scope) -> dict[str, str]:
+    """The request's headers by lower-case name (ASGI lowers them); the first of repeats wins."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
+
+
+def raw_headers(verdict: Verdict) -> list[tuple[bytes, bytes]]:
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in verdict.headers.items()]
+    headers.append((b"content-length", b"0"))
+    return headers
+
+
+def is_navigation(method: str, headers: Mapping[str, str]) -> bool:
+    """A browser loading a page (sent to sign-in), as opposed to a script or API client (gets 401)."""
+    if method not in ("GET", "HEAD"):
+        return False
+    mode = headers.get("sec-fetch-mode")
+    if mode is not None:
+        return mode == "navigate"
+    return "text/html" in headers.get("accept", "")
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer` header; other schemes count as no credentials."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token

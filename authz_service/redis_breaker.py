@@ -93,6 +93,8 @@ class GuardedRedis(Redis):
             raise RedisUnavailable(str(error)) from error
 
     async def _ping_unguarded(self) -> Any:
+        # Pooled connections may point at a Redis that has since restarted: start afresh.
+        await self.connection_pool.disconnect()
         return await super().execute_command("PING")
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:

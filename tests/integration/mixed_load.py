@@ -15,9 +15,10 @@ Use it from a test that has the `stack` fixture (or any dict with the same keys)
     print(result.summary())
     result.verify()                                 # raises AssertionError naming what went wrong
 
-or blocking: `result = load.run(total=2_000)`. It adapts to MLflow's capacity: at most
-`mlflow_concurrency` requests that reach MLflow are in flight, while forbidden requests (answered by
-NGINX and the gate alone) fill the rest of `concurrency`. Tokens are renewed every two minutes when
+or blocking: `result = load.run(total=2_000)`. It adapts to MLflow's capacity: `mlflow_concurrency`
+workers send the allowed requests (which reach MLflow, so go at MLflow's pace), the remaining
+workers of `concurrency` send forbidden ones (answered by NGINX and the gate alone, much faster);
+`total` counts both. Stop early with `progress.stop.set()`. Tokens are renewed every two minutes when
 Keycloak answers; when it does not, the ones in hand are kept (they stay valid for five minutes).
 """
 
@@ -41,6 +42,8 @@ from . import signin_flow
 
 API = "/api/2.0/mlflow"
 TOKEN_RENEWAL_SECONDS = 120.0
+# After a failed renewal (Keycloak down), the next attempt comes this much later.
+RENEWAL_RETRY_SECONDS = 5.0
 # Statuses a refused request may get: unauthenticated, forbidden, throttled, unavailable.
 REFUSALS = frozenset({401, 403, 429, 503})
 
@@ -96,7 +99,8 @@ class Tokens:
         token, fetched = self._tokens[username]
         if time.monotonic() - fetched < TOKEN_RENEWAL_SECONDS:
             return token
-        self._tokens[username] = (token, time.monotonic())  # one renewal attempt at a time
+        # One renewal attempt at a time; a failed one is retried a few seconds later.
+        self._tokens[username] = (token, time.monotonic() - TOKEN_RENEWAL_SECONDS + RENEWAL_RETRY_SECONDS)
         try:
             response = await http.post(
                 self._url,
@@ -193,6 +197,16 @@ class LoadResult:
         assert not problems, "\n".join(problems)
 
 
+def browser_session(stack: dict[str, Any], gateway: str) -> str:
+    """bob signs in through the gateway and Keycloak's login form; returns the session cookie."""
+    with httpx.Client(base_url=gateway, timeout=30, follow_redirects=False) as browser:
+        callback = signin_flow.log_in(signin_flow.start(browser), "bob", stack["users"]["bob"]["password"])
+        signin_flow.finish(browser, callback)
+        cookie = browser.cookies.get("mlflow_gate_session")
+    assert cookie, "bob's browser sign-in did not set a session cookie"
+    return str(cookie)
+
+
 class Progress:
     """A load running in a background thread."""
 
@@ -258,20 +272,19 @@ class MixedLoad:
                 headers={"Authorization": f"Bearer {tokens.fetch('alice')}"},
             )
             canary.raise_for_status()
-        with httpx.Client(base_url=gateway, timeout=30, follow_redirects=False) as browser:
-            callback = signin_flow.log_in(signin_flow.start(browser), "bob", stack["users"]["bob"]["password"])
-            signin_flow.finish(browser, callback)
-            cookie = browser.cookies.get("mlflow_gate_session")
-        assert cookie, "bob's browser sign-in did not set a session cookie"
         return cls(
             stack=stack,
             tokens=tokens,
-            session_cookie=cookie,
+            session_cookie=browser_session(stack, gateway),
             canary_id=canary.json()["experiment_id"],
             experiments=experiments,
             readback_url=readback_url or stack["mlflow_url"],
             gateway_url=gateway,
         )
+
+    def renew_session(self) -> None:
+        """Sign bob's browser in again, e.g. after a Redis without persistence lost the sessions."""
+        self.session_cookie = browser_session(self.stack, self.gateway_url)
 
     def run(self, total: int) -> LoadResult:
         with self.running(total) as progress:
@@ -302,35 +315,35 @@ class MixedLoad:
     async def _load(self, total: int, progress: Progress) -> LoadResult:
         writes: list[Write] = []
         remaining = iter(range(total))
-        mlflow_slots = asyncio.Semaphore(self.mlflow_concurrency)
         began = time.monotonic()
         limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=self.concurrency * 2)
         async with httpx.AsyncClient(base_url=self.gateway_url, timeout=30, limits=limits) as http:
 
-            async def worker() -> None:
+            async def worker(reaches_mlflow: bool) -> None:
                 for _ in remaining:
                     if progress.stop.is_set():
                         return
-                    await self._one(http, mlflow_slots, progress.records, writes)
+                    if reaches_mlflow:
+                        await self._allowed(http, progress.records, writes)
+                    else:
+                        await self._refused(http, progress.records, next(self._serial))
 
-            await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+            mlflow_workers = min(self.mlflow_concurrency, self.concurrency - 1)
+            await asyncio.gather(
+                *(worker(True) for _ in range(mlflow_workers)),
+                *(worker(False) for _ in range(self.concurrency - mlflow_workers)),
+            )
         return LoadResult(list(progress.records), writes, self.readback_url, self.canary_id, time.monotonic() - began)
 
-    async def _one(
-        self, http: httpx.AsyncClient, mlflow_slots: asyncio.Semaphore, records: list[Record], writes: list[Write]
-    ) -> None:
+    async def _allowed(self, http: httpx.AsyncClient, records: list[Record], writes: list[Write]) -> None:
+        """Reads (55 %), tag writes (35 %) and alice's create-then-delete (10 %)."""
         roll = self._rng.random()
-        serial = next(self._serial)
-        if roll < 0.45:
-            await self._refused(http, records, serial)
-            return
-        async with mlflow_slots:
-            if roll < 0.75:
-                await self._read(http, records)
-            elif roll < 0.95:
-                await self._tag(http, records, writes, serial)
-            else:
-                await self._create_and_delete(http, records, writes)
+        if roll < 0.55:
+            await self._read(http, records)
+        elif roll < 0.9:
+            await self._tag(http, records, writes, next(self._serial))
+        else:
+            await self._create_and_delete(http, records, writes)
 
     async def _send(
         self,

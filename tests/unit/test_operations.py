@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -288,3 +289,19 @@ def test_hung_keycloak_is_a_503_within_the_deadline(keycloak: FakeKeycloak, real
 def test_operating_settings_are_validated(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env({"GATE_KEYCLOAK_URL": "http://keycloak.test", name: value})
+
+
+def test_grafana_dashboard_only_uses_metrics_the_gate_exports() -> None:
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "mlflow-gate.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bgate_[a-z_]+", target["expr"])
+    }
+    exported = {
+        sample_name
+        for family in Metrics().registry.collect()
+        for sample_name in (family.name, f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count")
+    }
+    assert used and used <= exported, used - exported

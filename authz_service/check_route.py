@@ -9,6 +9,7 @@ An exception here reaches uvicorn, which answers 500; NGINX turns that into a 50
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from fastapi import FastAPI
@@ -16,7 +17,10 @@ from redis.exceptions import RedisError
 from starlette.requests import cookie_parser
 from starlette.types import Receive, Scope, Send
 
+from . import audit
+from .cache import lookup_layer
 from .checks import Checker, CredentialsUnavailable, Verdict
+from .metrics import Metrics
 from .sessions import SessionStore
 from .signin import SESSION_COOKIE, signin_location
 from .uma import KeycloakUnavailable
@@ -32,10 +36,19 @@ _EMPTY_BODY = {"type": "http.response.body", "body": b""}
 class CheckEndpoint:
     """Turns NGINX's subrequest (X-Original-Method, X-Original-URI, credentials) into a verdict."""
 
-    def __init__(self, checker: Checker, sessions: SessionStore | None, signin_enabled: bool) -> None:
+    def __init__(
+        self,
+        checker: Checker,
+        sessions: SessionStore | None,
+        signin_enabled: bool,
+        metrics: Metrics,
+        audit_log: audit.AuditLog,
+    ) -> None:
         self._checker = checker
         self._sessions = sessions
         self._signin_enabled = signin_enabled
+        self._metrics = metrics
+        self._audit = audit_log
 
     async def __call__(self, scope: Scope, _receive: Receive, send: Send) -> None:
         if scope["method"] in ALLOWED_METHODS:
@@ -48,6 +61,14 @@ class CheckEndpoint:
     async def verdict(self, headers: Mapping[str, str]) -> Verdict:
         method = headers.get("x-original-method", "")
         uri = headers.get("x-original-uri", "")
+        checked = audit.Request(
+            request_id=headers.get("x-request-id", ""),
+            client_address=headers.get("x-real-ip", ""),
+            method=method,
+            uri=uri,
+            started=time.perf_counter(),
+        )
+        lookup_layer.set("")
 
         async def credentials() -> str | None:
             token = bearer_token(headers.get("authorization"))
@@ -62,7 +83,13 @@ class CheckEndpoint:
                 raise CredentialsUnavailable(str(error)) from error
 
         signin = signin_location(uri) if self._signin_enabled and is_navigation(method, headers) else None
-        return await self._checker.check(method, uri, credentials, signin)
+        verdict = await self._checker.check(method, uri, credentials, signin)
+        layer = lookup_layer.get()
+        if layer:
+            self._metrics.cache_lookups.labels(layer).inc()
+        self._metrics.check_seconds.observe(time.perf_counter() - checked.started)
+        self._audit.record(checked, verdict, layer)
+        return verdict
 
 
 class GateApp(FastAPI):

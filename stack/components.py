@@ -23,6 +23,7 @@ from .layout import (
     REALM,
     REDIS_PORT,
     Layout,
+    auth_cache_seconds,
     url,
 )
 from .procs import HttpProbe, Probe, RedisProbe
@@ -212,6 +213,7 @@ def gateway(layout: Layout) -> Component:
             "GATE_UPSTREAM": f"{HOST}:{GATE_PORT}",
             "MLFLOW_UPSTREAM": f"{HOST}:{MLFLOW_PORT}",
             "MLFLOW_HOST_HEADER": MLFLOW_HOST_HEADER,
+            **nginx.auth_cache_values(state / "auth-cache", auth_cache_seconds()),
         },
     )
     return Component(

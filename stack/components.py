@@ -100,7 +100,7 @@ def keycloak(layout: Layout, java_home: Path, admin_password: str) -> Component:
             # The sign-in redirect the realm accepts follows the gateway's (possibly offset) port.
             "MLFLOW_GATE_PUBLIC_URL": url(GATEWAY_PORT),
         },
-        timeout=240,
+        timeout=600,
         log=state / "keycloak.log",
         cwd=home,
     )
@@ -165,7 +165,7 @@ def mlflow(layout: Layout) -> Component:
             "--workers",
             "2",
         ],
-        timeout=180,
+        timeout=400,
         log=state / "mlflow.log",
         cwd=state,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -160,6 +160,16 @@ def create_app(
 
     if components.signin is not None:
         app.include_router(components.signin.router())
+
+    @app.exception_handler(RedisError)
+    async def session_store_unavailable(_request: Request, error: RedisError) -> Response:
+        """Sign-in and sign-out keep their state in Redis; without it they fail with a clear 503."""
+        log.error("session store unavailable: %s", error)
+        return PlainTextResponse(
+            "Sign-in is unavailable right now (session store unreachable). Retry shortly.\n",
+            status_code=503,
+            headers={"Retry-After": "5", "Cache-Control": "no-store"},
+        )
 
     @app.get("/_gate/health")
     async def health() -> dict[str, str]:

@@ -23,7 +23,7 @@ from authz_service.audit import AuditLog
 from authz_service.audit import Request as AuditRequest
 from authz_service.checks import Verdict
 from authz_service.health import Readiness
-from authz_service.keycloak_calls import KeycloakTransport
+from authz_service.keycloak_calls import KeycloakTransport, endpoint_of
 from authz_service.metrics import Metrics
 from authz_service.redis_breaker import Breaker, GuardedRedis, RedisUnavailable
 from authz_service.settings import Settings, SettingsError
@@ -334,3 +334,16 @@ def test_sign_in_without_redis_is_a_clear_503(keycloak: FakeKeycloak) -> None:
     assert response.status_code == 503
     assert "session store unreachable" in response.text
     assert response.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "form", "endpoint"),
+    [
+        ("POST", TOKEN_URL, {"grant_type": "urn:ietf:params:oauth:grant-type:uma-ticket"}, "uma"),
+        ("POST", TOKEN_URL, {"grant_type": "refresh_token"}, "token"),
+        ("GET", JWKS_URL, None, "jwks"),
+        ("GET", "http://keycloak.test/admin/realms/mlflow/events", None, "events"),
+    ],
+)
+def test_keycloak_calls_are_labelled_by_endpoint(method: str, url: str, form: dict[str, str] | None, endpoint: str) -> None:
+    assert endpoint_of(httpx.Request(method, url, data=form)) == endpoint

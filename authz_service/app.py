@@ -15,19 +15,22 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from .basic import BasicExchange, KeyedDigests
 from .cache import DecisionCache
-from .checks import Checker, CredentialsUnavailable
+from .checks import Checker
+from .credentials import BasicLogin, CredentialSources
 from .decisions import Authorizer
 from .metrics import Metrics
 from .oidc import OidcClient
+from .origin import public_origin
 from .routes import RouteMap
 from .sessions import KeyValue, SessionStore
 from .settings import Settings
 from .signin import SESSION_COOKIE, SignIn, signin_location
+from .throttle import FailureThrottle
 from .tokens import SigningKeys, TokenValidator
-from .uma import KeycloakUnavailable, UmaClient
+from .uma import UmaClient
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ class Components:
     metrics: Metrics
     sessions: SessionStore | None
     signin: SignIn | None
+    credentials: CredentialSources
 
     @classmethod
     def build(
@@ -74,7 +78,12 @@ class Components:
             oidc = OidcClient(http, settings)
             sessions = SessionStore(KeyValue(redis), oidc, settings.session_lifetime)
             signin = SignIn(settings, oidc, sessions, tokens)
-        return cls(http, redis, keys, uma, authorizer, checker, metrics, sessions, signin)
+        credentials = CredentialSources(
+            sessions,
+            _basic_login(settings, http, redis),
+            public_origin(settings.public_url) if settings.public_url else None,
+        )
+        return cls(http, redis, keys, uma, authorizer, checker, metrics, sessions, signin, credentials)
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -103,19 +112,12 @@ def create_app(
     async def check(request: Request) -> Response:
         method = request.headers.get("x-original-method", "")
         uri = request.headers.get("x-original-uri", "")
-
-        async def credentials() -> str | None:
-            token = bearer_token(request.headers.get("authorization"))
-            session_id = request.cookies.get(SESSION_COOKIE)
-            if token is not None or not session_id or components.sessions is None:
-                return token
-            try:
-                return await components.sessions.access_token(session_id)
-            except (RedisError, KeycloakUnavailable) as error:
-                raise CredentialsUnavailable(str(error)) from error
-
+        credentials = components.credentials.for_request(
+            method, request.headers, request.cookies.get(SESSION_COOKIE), request.headers.get("x-real-ip", "")
+        )
         signin = signin_location(uri) if components.signin and is_navigation(method, request) else None
-        verdict = await components.checker.check(method, uri, credentials, signin)
+        offer_basic = components.credentials.basic is not None and not is_browser(request)
+        verdict = await components.checker.check(method, uri, credentials, signin, offer_basic)
         return Response(status_code=verdict.status, headers=verdict.headers)
 
     if components.signin is not None:
@@ -139,6 +141,23 @@ def create_app(
     return app
 
 
+def _basic_login(settings: Settings, http: httpx.AsyncClient, redis: Redis | None) -> BasicLogin | None:
+    if not settings.basic_enabled or settings.basic_secret is None:
+        return None
+    digests = KeyedDigests(settings.basic_secret)
+    exchange = BasicExchange(
+        http,
+        settings.token_url,
+        settings.basic_client_id,
+        settings.basic_robot_prefix,
+        digests,
+        redis,
+        settings.cache_size,
+    )
+    throttle = FailureThrottle(digests, redis, settings.basic_max_failures, settings.basic_failure_window)
+    return BasicLogin(exchange, throttle)
+
+
 def is_navigation(method: str, request: Request) -> bool:
     """A browser loading a page (sent to sign-in), as opposed to a script or API client (gets 401)."""
     if method not in ("GET", "HEAD"):
@@ -149,12 +168,14 @@ def is_navigation(method: str, request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer` header; other schemes count as no credentials."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
+def is_browser(request: Request) -> bool:
+    """Browsers send Sec-Fetch-* (or ask for HTML, or hold our cookie); they must never see a Basic
+    challenge, which would open their native password prompt instead of the sign-in page."""
+    headers = request.headers
+    return (
+        "sec-fetch-mode" in headers
+        or "sec-fetch-site" in headers
+        or "origin" in headers
+        or "text/html" in headers.get("accept", "")
+        or SESSION_COOKIE in request.cookies
+    )

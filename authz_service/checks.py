@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from .credentials import Credentials, CredentialsRejected, CredentialsUnavailable, CrossSiteRefused, TooManyFailures
 from .decisions import Authorizer
 from .metrics import Metrics
 from .routes import Permission, Public, Refusal, RouteMap
@@ -21,14 +21,6 @@ from .uma import KeycloakUnavailable, TokenRejected
 log = logging.getLogger(__name__)
 
 _UNSAFE_REASON = re.compile(r"[^A-Za-z0-9 #._:/@()+-]")
-
-
-Credentials = Callable[[], Awaitable[str | None]]
-"""Resolves the caller's access token (bearer header or session cookie), only once it is needed."""
-
-
-class CredentialsUnavailable(Exception):
-    """The session store or Keycloak could not produce the session's token; answered with 503."""
 
 
 @dataclass(frozen=True)
@@ -52,12 +44,24 @@ class Checker:
         self._authorizer = authorizer
         self._metrics = metrics
 
-    async def check(self, method: str, uri: str, credentials: Credentials, signin: str | None = None) -> Verdict:
-        """`signin` is where to send a browser navigation that turns out to be unauthenticated."""
+    async def check(
+        self,
+        method: str,
+        uri: str,
+        credentials: Credentials,
+        signin: str | None = None,
+        offer_basic: bool = False,
+    ) -> Verdict:
+        """`signin` is where to send a browser navigation that turns out to be unauthenticated;
+        `offer_basic` adds a Basic challenge to a 401, which must never happen for a browser (it
+        would open the browser's own password prompt)."""
         verdict = await self._check(method, uri, credentials)
         self._metrics.checks[str(verdict.status)] += 1
         if verdict.status == 401 and signin is not None:
             return Verdict(401, {**verdict.headers, "X-Gate-Signin": signin})
+        if verdict.status == 401 and offer_basic:
+            challenge = f'{verdict.headers["WWW-Authenticate"]}, Basic realm="{self._realm}", charset="UTF-8"'
+            return Verdict(401, {**verdict.headers, "WWW-Authenticate": challenge})
         return verdict
 
     async def _check(self, method: str, uri: str, credentials: Credentials) -> Verdict:
@@ -72,8 +76,15 @@ class Checker:
         try:
             token = await credentials()
         except CredentialsUnavailable as error:
-            log.error("cannot read or refresh the session: %s", error)
+            log.error("cannot read or refresh the session or exchange Basic credentials: %s", error)
             return Verdict(503)
+        except CredentialsRejected as error:
+            return self._unauthenticated("invalid_token", str(error))
+        except CrossSiteRefused as error:
+            log.warning("%s (%s %s)", error, method, uri)
+            return self._forbidden(str(error))
+        except TooManyFailures as error:
+            return self._throttled(error.retry_after)
         if token is None:
             return self._unauthenticated(None, "sign in or send a Bearer token")
         try:
@@ -111,6 +122,17 @@ class Checker:
         if error is not None:
             challenge += f', error="{error}", error_description="{_reason(description)}"'
         return Verdict(401, {"WWW-Authenticate": challenge})
+
+    def _throttled(self, retry_after: int) -> Verdict:
+        """NGINX turns any auth status but 2xx/401/403 into 500, so the 429 travels as a header."""
+        return Verdict(
+            403,
+            {
+                "X-Gate-Status": "429",
+                "Retry-After": str(retry_after),
+                "X-Gate-Reason": f"too many failed sign-in attempts; retry after {retry_after} seconds",
+            },
+        )
 
     def _forbidden(self, reason: str) -> Verdict:
         return Verdict(403, {"X-Gate-Reason": _reason(reason)})

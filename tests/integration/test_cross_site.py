@@ -1,0 +1,102 @@
+"""Cross-site protection of the session cookie, through the real NGINX, gate, Keycloak and MLflow."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from . import signin_flow
+from .realm_client import RealmClient
+
+pytestmark = pytest.mark.integration
+
+DELETE = "/ajax-api/2.0/mlflow/experiments/delete"
+RESTORE = "/ajax-api/2.0/mlflow/experiments/restore"
+SESSION_COOKIE = "mlflow_gate_session"
+
+
+@pytest.fixture(scope="module")
+def realm(stack: dict[str, Any]) -> RealmClient:
+    return RealmClient(stack)
+
+
+@pytest.fixture(scope="module")
+def alice_browser(stack: dict[str, Any]) -> Iterator[httpx.Client]:
+    """A client holding alice's session cookie, from the real sign-in."""
+    with httpx.Client(base_url=stack["gateway_url"], follow_redirects=False, timeout=30) as gateway:
+        callback = signin_flow.log_in(signin_flow.start(gateway), "alice", stack["users"]["alice"]["password"])
+        assert signin_flow.finish(gateway, callback).status_code == 302
+        assert gateway.cookies.get(SESSION_COOKIE)
+        yield gateway
+
+
+def new_experiment(stack: dict[str, Any], realm: RealmClient) -> str:
+    response = httpx.post(
+        f"{stack['gateway_url']}/api/2.0/mlflow/experiments/create",
+        json={"name": f"cross-site-{secrets.token_hex(4)}"},
+        headers={"Authorization": f"Bearer {realm.token('alice')}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return response.json()["experiment_id"]
+
+
+def lifecycle(stack: dict[str, Any], realm: RealmClient, experiment_id: str) -> str:
+    response = httpx.get(
+        f"{stack['gateway_url']}/api/2.0/mlflow/experiments/get",
+        params={"experiment_id": experiment_id},
+        headers={"Authorization": f"Bearer {realm.token('alice')}"},
+        timeout=30,
+    )
+    return response.json()["experiment"]["lifecycle_stage"]
+
+
+def other_port_origin(gateway_url: str) -> str:
+    parts = urlsplit(gateway_url)
+    return f"{parts.scheme}://{parts.hostname}:{(parts.port or 80) + 1}"
+
+
+def test_cookie_deletes_from_other_origins_are_refused_and_change_nothing(
+    stack: dict[str, Any], realm: RealmClient, alice_browser: httpx.Client
+) -> None:
+    experiment_id = new_experiment(stack, realm)
+    for headers in (
+        {"Origin": "http://127.0.0.1:9999", "Sec-Fetch-Site": "cross-site"},
+        {"Origin": "null"},
+        {"Origin": other_port_origin(stack["gateway_url"]), "Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ):
+        response = alice_browser.post(DELETE, json={"experiment_id": experiment_id}, headers=headers)
+        assert response.status_code == 403, headers
+        assert response.json()["error_code"] == "PERMISSION_DENIED"
+        assert "cross-site request refused" in response.json()["message"]
+    assert lifecycle(stack, realm, experiment_id) == "active"
+
+
+def test_cookie_deletes_from_the_gateway_itself_work(
+    stack: dict[str, Any], realm: RealmClient, alice_browser: httpx.Client
+) -> None:
+    experiment_id = new_experiment(stack, realm)
+    response = alice_browser.post(DELETE, json={"experiment_id": experiment_id}, headers={"Origin": stack["gateway_url"]})
+    assert response.status_code == 200, response.text
+    assert lifecycle(stack, realm, experiment_id) == "deleted"
+    restored = alice_browser.post(RESTORE, json={"experiment_id": experiment_id}, headers={"Sec-Fetch-Site": "same-origin"})
+    assert restored.status_code == 200, restored.text
+    assert lifecycle(stack, realm, experiment_id) == "active"
+
+
+def test_bearer_requests_are_unaffected_by_the_origin(stack: dict[str, Any], realm: RealmClient) -> None:
+    experiment_id = new_experiment(stack, realm)
+    response = httpx.post(
+        f"{stack['gateway_url']}{DELETE}",
+        json={"experiment_id": experiment_id},
+        headers={"Authorization": f"Bearer {realm.token('alice')}", "Origin": "http://127.0.0.1:9999"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert lifecycle(stack, realm, experiment_id) == "deleted"

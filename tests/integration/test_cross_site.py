@@ -9,9 +9,18 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from playwright.sync_api import Page, expect, sync_playwright
 
 from . import signin_flow
+from .mlflow_ui import (
+    UI_TIMEOUT_MS,
+    delete_experiment,
+    launch_chromium,
+    open_experiments_page,
+    wait_for_experiment_listed,
+)
 from .realm_client import RealmClient
+from .test_browser import sign_in_at_keycloak
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +109,57 @@ def test_bearer_requests_are_unaffected_by_the_origin(stack: dict[str, Any], rea
     )
     assert response.status_code == 200, response.text
     assert lifecycle(stack, realm, experiment_id) == "deleted"
+
+
+def experiment_by_name(stack: dict[str, Any], realm: RealmClient, name: str) -> dict[str, Any] | None:
+    response = httpx.get(
+        f"{stack['gateway_url']}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": name},
+        headers={"Authorization": f"Bearer {realm.token('alice')}"},
+        timeout=30,
+    )
+    return response.json()["experiment"] if response.status_code == 200 else None
+
+
+def create_in_ui(page: Page, name: str) -> None:
+    page.get_by_test_id("create-experiment-button").click()
+    dialog = page.get_by_role("dialog", name="Create Experiment")
+    dialog.get_by_role("textbox").first.fill(name)
+    with page.expect_response(lambda r: r.url.endswith("/ajax-api/2.0/mlflow/experiments/create")) as created:
+        dialog.get_by_role("button", name="Create", exact=True).click()
+    assert created.value.ok, created.value.text()
+
+
+def rename_in_ui(page: Page, stack: dict[str, Any], experiment_id: str, new_name: str) -> None:
+    page.goto(f"{stack['gateway_url']}/#/experiments/{experiment_id}")
+    page.get_by_test_id("experiment-metadata-editor-edit-button").click()
+    dialog = page.get_by_role("dialog", name="Edit experiment")
+    dialog.locator('[id="mlflow.experiment.edit.name"]').fill(new_name)
+    with page.expect_response(lambda r: r.url.endswith("/ajax-api/2.0/mlflow/experiments/update")) as updated:
+        dialog.get_by_role("button", name="Save", exact=True).click()
+    assert updated.value.ok, updated.value.text()
+
+
+@pytest.mark.browser
+def test_the_ui_in_chromium_still_creates_renames_and_deletes(stack: dict[str, Any], realm: RealmClient) -> None:
+    name = f"ui-cross-site-{secrets.token_hex(3)}"
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            page.goto(stack["gateway_url"])
+            sign_in_at_keycloak(page, stack, "alice")
+            open_experiments_page(page, stack["gateway_url"])
+            create_in_ui(page, name)
+            created = experiment_by_name(stack, realm, name)
+            assert created is not None
+            rename_in_ui(page, stack, created["experiment_id"], f"{name}-renamed")
+            expect(page.get_by_text(f"{name}-renamed").first).to_be_visible()
+            assert experiment_by_name(stack, realm, f"{name}-renamed") is not None
+            open_experiments_page(page, stack["gateway_url"])
+            wait_for_experiment_listed(page, f"{name}-renamed")
+            assert delete_experiment(page, f"{name}-renamed") is None
+        finally:
+            browser.close()
+    assert lifecycle(stack, realm, created["experiment_id"]) == "deleted"

@@ -202,6 +202,8 @@ def test_basic_switched_off_is_401(stack: dict[str, Any], admin_user: tuple[str,
         "GATE_BASIC_AUTH": "false",
     }
     mlflow = stack["mlflow_url"].removeprefix("http://")
+    for state in (tmp_path / "gate", tmp_path / "nginx"):
+        state.mkdir()
     with gate(tmp_path / "gate", settings) as gate_port, gateway_nginx(tmp_path / "nginx", f"127.0.0.1:{gate_port}", mlflow) as port:
         answer = httpx.get(f"http://127.0.0.1:{port}{SEARCH}", auth=admin_user, timeout=30)
     assert answer.status_code == 401

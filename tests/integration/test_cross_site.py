@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from . import signin_flow
 from .mlflow_ui import (
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.integration
 DELETE = "/ajax-api/2.0/mlflow/experiments/delete"
 RESTORE = "/ajax-api/2.0/mlflow/experiments/restore"
 SESSION_COOKIE = "mlflow_gate_session"
+GUIDANCE_WAIT_MS = 8_000
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +134,16 @@ def create_in_ui(page: Page, name: str) -> None:
 
 def rename_in_ui(page: Page, stack: dict[str, Any], experiment_id: str, new_name: str) -> None:
     page.goto(f"{stack['gateway_url']}/#/experiments/{experiment_id}")
-    page.get_by_test_id("experiment-metadata-editor-edit-button").click()
+    menu = page.get_by_test_id("overflow-menu-trigger")
+    expect(menu).to_be_visible()
+    # A first visit shows a one-time guidance popover, a little after the page; it blocks clicks.
+    guidance = page.get_by_role("button", name="Got it")
+    try:
+        guidance.click(timeout=GUIDANCE_WAIT_MS)
+    except PlaywrightTimeoutError:
+        pass
+    menu.click()
+    page.get_by_test_id("mlflow.experiment_page.managementMenu.edit-experiment").click()
     dialog = page.get_by_role("dialog", name="Edit experiment")
     dialog.locator('[id="mlflow.experiment.edit.name"]').fill(new_name)
     with page.expect_response(lambda r: r.url.endswith("/ajax-api/2.0/mlflow/experiments/update")) as updated:

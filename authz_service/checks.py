@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
 from .credentials import Credentials, CredentialsRejected, CredentialsUnavailable, CrossSiteRefused, TooManyFailures
@@ -25,8 +25,15 @@ _UNSAFE_REASON = re.compile(r"[^A-Za-z0-9 #._:/@()+-]")
 
 @dataclass(frozen=True)
 class Verdict:
+    """The answer to NGINX (status, headers) plus what the audit line and metrics say about it."""
+
     status: int
     headers: dict[str, str] = field(default_factory=dict)
+    outcome: str = ""  # allowed, denied, unauthenticated, unmapped, unavailable, public, cross_site, throttled
+    reason: str = ""
+    permission: str = ""  # resource#scope, when the route maps to one
+    user: str = ""
+    client: str = ""
 
 
 class Checker:
@@ -56,58 +63,66 @@ class Checker:
         `offer_basic` adds a Basic challenge to a 401, which must never happen for a browser (it
         would open the browser's own password prompt)."""
         verdict = await self._check(method, uri, credentials)
-        self._metrics.checks[str(verdict.status)] += 1
+        self._metrics.checks.labels(verdict.outcome).inc()
+        if verdict.permission:
+            self._metrics.permission_checks.labels(verdict.permission, verdict.outcome).inc()
         if verdict.status == 401 and signin is not None:
-            return Verdict(401, {**verdict.headers, "X-Gate-Signin": signin})
+            return replace(verdict, headers={**verdict.headers, "X-Gate-Signin": signin})
         if verdict.status == 401 and offer_basic:
             challenge = f'{verdict.headers["WWW-Authenticate"]}, Basic realm="{self._realm}", charset="UTF-8"'
-            return Verdict(401, {**verdict.headers, "WWW-Authenticate": challenge})
+            return replace(verdict, headers={**verdict.headers, "WWW-Authenticate": challenge})
         return verdict
 
     async def _check(self, method: str, uri: str, credentials: Credentials) -> Verdict:
         if not method or not uri:
-            return self._forbidden("the gate was called without the original method and URI")
+            return self._forbidden("unmapped", "the gate was called without the original method and URI")
         route = self._routes.classify(method, uri)
         if isinstance(route, Public):
-            return Verdict(200)
+            return Verdict(200, outcome="public", reason="public route")
         if isinstance(route, Refusal):
             log.warning("refused unmapped or ambiguous request: %s", route.reason)
-            return self._forbidden(route.reason)
+            return self._forbidden("unmapped", route.reason)
+        wanted = f"{route.resource}#{route.scope}"
         try:
             token = await credentials()
         except CredentialsUnavailable as error:
             log.error("cannot read or refresh the session or exchange Basic credentials: %s", error)
-            return Verdict(503)
+            return Verdict(503, outcome="unavailable", reason="session store or Keycloak unavailable", permission=wanted)
         except CredentialsRejected as error:
-            return self._unauthenticated("invalid_token", str(error))
+            self._metrics.token_refusals.labels("basic_rejected").inc()
+            return replace(self._unauthenticated("invalid_token", str(error)), permission=wanted)
         except CrossSiteRefused as error:
             log.warning("%s (%s %s)", error, method, uri)
-            return self._forbidden(str(error))
+            return replace(self._forbidden("cross_site", str(error)), permission=wanted)
         except TooManyFailures as error:
-            return self._throttled(error.retry_after)
+            return replace(self._throttled(error.retry_after), permission=wanted)
         if token is None:
-            return self._unauthenticated(None, "sign in or send a Bearer token")
+            self._metrics.token_refusals.labels("missing").inc()
+            return replace(self._unauthenticated(None, "sign in or send a Bearer token"), permission=wanted)
         try:
             identity = await self._tokens.validate(token)
         except TokenError as error:
-            return self._unauthenticated("invalid_token", str(error))
+            self._metrics.token_refusals.labels(error.reason).inc()
+            return replace(self._unauthenticated("invalid_token", str(error)), permission=wanted)
         except SigningKeysUnavailable as error:
             log.error("cannot check tokens: %s", error)
-            return Verdict(503)
-        return await self._decide(identity, route)
+            return Verdict(503, outcome="unavailable", reason="signing keys unavailable", permission=wanted)
+        verdict = await self._decide(identity, route)
+        return replace(verdict, permission=wanted, user=identity.username, client=identity.client)
 
     async def _decide(self, identity: Identity, permission: Permission) -> Verdict:
         try:
             allowed = await self._authorizer.is_allowed(identity, permission)
         except TokenRejected as error:
+            self._metrics.token_refusals.labels("rejected_by_keycloak").inc()
             return self._unauthenticated("invalid_token", f"Keycloak rejected the token: {error}")
         except KeycloakUnavailable as error:
             log.error("no decision for %s on %s#%s: %s", identity.username, permission.resource, permission.scope, error)
-            return Verdict(503)
+            return Verdict(503, outcome="unavailable", reason="Keycloak unavailable")
         wanted = f"{permission.resource}#{permission.scope}"
         if not allowed:
             log.info("denied %s %s", identity.username, wanted)
-            return self._forbidden(f"user {identity.username} lacks permission {wanted}")
+            return self._forbidden("denied", f"user {identity.username} lacks permission {wanted}")
         return Verdict(
             200,
             {
@@ -115,27 +130,28 @@ class Checker:
                 "X-Auth-Request-Email": _header_value(identity.email or ""),
                 "X-Auth-Request-Roles": _header_value(",".join(sorted(identity.roles))),
             },
+            outcome="allowed",
+            reason="granted by Keycloak",
         )
 
     def _unauthenticated(self, error: str | None, description: str) -> Verdict:
         challenge = f'Bearer realm="{self._realm}"'
         if error is not None:
             challenge += f', error="{error}", error_description="{_reason(description)}"'
-        return Verdict(401, {"WWW-Authenticate": challenge})
+        return Verdict(401, {"WWW-Authenticate": challenge}, outcome="unauthenticated", reason=_reason(description))
 
     def _throttled(self, retry_after: int) -> Verdict:
         """NGINX turns any auth status but 2xx/401/403 into 500, so the 429 travels as a header."""
+        reason = f"too many failed sign-in attempts; retry after {retry_after} seconds"
         return Verdict(
             403,
-            {
-                "X-Gate-Status": "429",
-                "Retry-After": str(retry_after),
-                "X-Gate-Reason": f"too many failed sign-in attempts; retry after {retry_after} seconds",
-            },
+            {"X-Gate-Status": "429", "Retry-After": str(retry_after), "X-Gate-Reason": reason},
+            outcome="throttled",
+            reason=reason,
         )
 
-    def _forbidden(self, reason: str) -> Verdict:
-        return Verdict(403, {"X-Gate-Reason": _reason(reason)})
+    def _forbidden(self, outcome: str, reason: str) -> Verdict:
+        return Verdict(403, {"X-Gate-Reason": _reason(reason)}, outcome=outcome, reason=_reason(reason))
 
 
 def _reason(text: str) -> str:

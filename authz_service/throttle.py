@@ -24,6 +24,13 @@ from .basic import KeyedDigests
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mlflow-gate:basic-failures:v1:"
+# Count one failure; the window starts at the first one and later ones never extend it. Atomic, so a
+# count can never be left without its expiry (which would block a name or address for good).
+_COUNT_FAILURE = """
+local count = redis.call('INCR', KEYS[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
 
 
 class FailureThrottle:
@@ -63,8 +70,8 @@ class FailureThrottle:
     async def _retry_after(self, key: str) -> int | None:
         if self._redis is not None:
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    count, ttl_ms = await pipe.get(key).pttl(key).execute()
+                count = await self._redis.get(key)
+                ttl_ms = await self._redis.pttl(key)
             except RedisError as error:
                 log.warning("Basic throttle: Redis read failed, using this process's counts: %s", error)
             else:
@@ -79,9 +86,7 @@ class FailureThrottle:
     async def _count(self, key: str) -> None:
         if self._redis is not None:
             try:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    # The window starts with the first failure; later ones do not extend it.
-                    await pipe.set(key, 0, px=int(self._window * 1000), nx=True).incr(key).execute()
+                await self._redis.eval(_COUNT_FAILURE, 1, key, int(self._window * 1000))
                 return
             except RedisError as error:
                 log.warning("Basic throttle: Redis write failed, counting in this process: %s", error)

@@ -12,24 +12,29 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
-from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from . import audit
+from .basic import BasicExchange, KeyedDigests
 from .cache import DecisionCache
 from .check_route import CheckEndpoint, GateApp
 from .checks import Checker
+from .credentials import BasicLogin, CredentialSources
 from .decisions import Authorizer
 from .health import Readiness
 from .keycloak_calls import KeycloakTransport
 from .metrics import CONTENT_TYPE, Metrics
 from .oidc import OidcClient
+from .origin import public_origin
 from .redis_breaker import Breaker, GuardedRedis
 from .routes import RouteMap
 from .sessions import KeyValue, SessionStore
 from .settings import LOG_FORMAT, Settings
 from .signin import SignIn
+from .throttle import FailureThrottle
 from .tokens import SigningKeys, TokenValidator
 from .uma import UmaClient
 
@@ -51,6 +56,7 @@ class Components:
     signin: SignIn | None
     readiness: Readiness
     audit: audit.AuditLog
+    credentials: CredentialSources
 
     @classmethod
     def build(
@@ -90,9 +96,14 @@ class Components:
             sessions = SessionStore(KeyValue(redis), oidc, settings.session_lifetime, metrics=metrics)
             signin = SignIn(settings, oidc, sessions, tokens, metrics)
         readiness = Readiness(http, settings.jwks_url, settings.token_url, redis)
+        credentials = CredentialSources(
+            sessions,
+            _basic_login(settings, http, redis),
+            public_origin(settings.public_url) if settings.public_url else None,
+        )
         return cls(
             http, redis, keys, uma, authorizer, checker, metrics, sessions, signin, readiness,
-            audit.AuditLog(settings.audit_log),
+            audit.AuditLog(settings.audit_log), credentials,
         )
 
     async def close(self) -> None:
@@ -123,13 +134,23 @@ def create_app(
         await components.close()
 
     check = CheckEndpoint(
-        components.checker, components.sessions, components.signin is not None, components.metrics, components.audit
+        components.checker, components.credentials, components.signin is not None, components.metrics, components.audit
     )
     app = GateApp(check, title="MLflow gate", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.components = components
 
     if components.signin is not None:
         app.include_router(components.signin.router())
+
+    @app.exception_handler(RedisError)
+    async def session_store_unavailable(_request: Request, error: RedisError) -> Response:
+        """Sign-in and sign-out keep their state in Redis; without it they fail with a clear 503."""
+        log.error("session store unavailable: %s", error)
+        return PlainTextResponse(
+            "Sign-in is unavailable right now (session store unreachable). Retry shortly.\n",
+            status_code=503,
+            headers={"Retry-After": "5", "Cache-Control": "no-store"},
+        )
 
     @app.get("/_gate/health")
     async def health() -> dict[str, str]:
@@ -146,4 +167,21 @@ def create_app(
         return Response(components.metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _basic_login(settings: Settings, http: httpx.AsyncClient, redis: Redis | None) -> BasicLogin | None:
+    if not settings.basic_enabled or settings.basic_secret is None:
+        return None
+    digests = KeyedDigests(settings.basic_secret)
+    exchange = BasicExchange(
+        http,
+        settings.token_url,
+        settings.basic_client_id,
+        settings.basic_robot_prefix,
+        digests,
+        redis,
+        settings.cache_size,
+    )
+    throttle = FailureThrottle(digests, redis, settings.basic_max_failures, settings.basic_failure_window)
+    return BasicLogin(exchange, throttle)
 

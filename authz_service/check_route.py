@@ -13,17 +13,15 @@ import time
 from collections.abc import Mapping
 
 from fastapi import FastAPI
-from redis.exceptions import RedisError
 from starlette.requests import cookie_parser
 from starlette.types import Receive, Scope, Send
 
 from . import audit
 from .cache import lookup_layer
-from .checks import Checker, CredentialsUnavailable, Verdict
+from .checks import Checker, Verdict
+from .credentials import CredentialSources
 from .metrics import Metrics
-from .sessions import SessionStore
 from .signin import SESSION_COOKIE, signin_location
-from .uma import KeycloakUnavailable
 
 CHECK_PATH = "/_gate/check"
 ALLOWED_METHODS = ("GET", "HEAD")
@@ -39,13 +37,13 @@ class CheckEndpoint:
     def __init__(
         self,
         checker: Checker,
-        sessions: SessionStore | None,
+        credentials: CredentialSources,
         signin_enabled: bool,
         metrics: Metrics,
         audit_log: audit.AuditLog,
     ) -> None:
         self._checker = checker
-        self._sessions = sessions
+        self._credentials = credentials
         self._signin_enabled = signin_enabled
         self._metrics = metrics
         self._audit = audit_log
@@ -69,21 +67,11 @@ class CheckEndpoint:
             started=time.perf_counter(),
         )
         lookup_layer.set("")
-
-        async def credentials() -> str | None:
-            token = bearer_token(headers.get("authorization"))
-            if token is not None or self._sessions is None:
-                return token
-            session_id = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE)
-            if not session_id:
-                return None
-            try:
-                return await self._sessions.access_token(session_id)
-            except (RedisError, KeycloakUnavailable) as error:
-                raise CredentialsUnavailable(str(error)) from error
-
+        session_id = session_cookie(headers)
+        credentials = self._credentials.for_request(method, headers, session_id, checked.client_address)
         signin = signin_location(uri) if self._signin_enabled and is_navigation(method, headers) else None
-        verdict = await self._checker.check(method, uri, credentials, signin)
+        offer_basic = self._credentials.basic is not None and not is_browser(headers, session_id)
+        verdict = await self._checker.check(method, uri, credentials, signin, offer_basic)
         layer = lookup_layer.get()
         if layer:
             self._metrics.cache_lookups.labels(layer).inc()
@@ -127,12 +115,19 @@ def is_navigation(method: str, headers: Mapping[str, str]) -> bool:
     return "text/html" in headers.get("accept", "")
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer` header; other schemes count as no credentials."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
+def session_cookie(headers: Mapping[str, str]) -> str | None:
+    """The gate's session id, if the request carries its cookie (parsed only when there are cookies)."""
+    cookie = headers.get("cookie")
+    return cookie_parser(cookie).get(SESSION_COOKIE) if cookie else None
+
+
+def is_browser(headers: Mapping[str, str], session_id: str | None) -> bool:
+    """Browsers send Sec-Fetch-* (or ask for HTML, or hold our cookie); they must never see a Basic
+    challenge, which would open their native password prompt instead of the sign-in page."""
+    return (
+        "sec-fetch-mode" in headers
+        or "sec-fetch-site" in headers
+        or "origin" in headers
+        or "text/html" in headers.get("accept", "")
+        or session_id is not None
+    )

@@ -6,6 +6,8 @@ request was served with; the gate's own counters show which requests reached it.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -47,14 +49,17 @@ def cached_gateway(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFacto
     echo = ThreadingHTTPServer(("127.0.0.1", 0), EchoIdentity)
     threading.Thread(target=echo.serve_forever, daemon=True).start()
     state: Path = tmp_path_factory.mktemp("micro-cache-nginx")
+    # NGINX workers started by root run as nobody: their cache directory must be reachable for them,
+    # which pytest's private temporary directory is not.
+    cache_dir = Path(tempfile.mkdtemp(prefix="mlflow-gate-auth-cache-"))
+    cache_dir.chmod(0o755)
     gate = stack["gate_url"].removeprefix("http://")
     try:
-        with gateway_nginx(
-            state, gate, f"127.0.0.1:{echo.server_port}", auth_cache_values(state / "auth-cache", 30)
-        ) as port:
+        with gateway_nginx(state, gate, f"127.0.0.1:{echo.server_port}", auth_cache_values(cache_dir, 30)) as port:
             yield f"http://127.0.0.1:{port}"
     finally:
         echo.shutdown()
+        shutil.rmtree(cache_dir, ignore_errors=True)
 
 
 def gate_checks(stack: dict[str, Any], outcome: str) -> float:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import httpx
+
 from stack import procs
 from stack.layout import Layout
 
@@ -94,6 +96,9 @@ def run(layout: Layout, stack: dict[str, Any], plan: Plan, say: Callable[[str], 
         def static_row(path: str, gate: str | None, headers: dict[str, str], leader: int | None, **options: Any) -> None:
             say(f"measuring: {path}")
             gateway = started.nginx(f"bench-nginx-{len(results.rows)}", gate, None, **options)
+            answered = httpx.get(gateway.url + URI, headers=headers, timeout=60)
+            if answered.status_code != 200:
+                raise RuntimeError(f"{path}: a single request answered {answered.status_code}, not 200")
             measured_run, usage = measure(gateway.url + URI, headers, plan.static, leader)
             results.rows.append(row(static, path, measured_run, usage))
             started.stop(gateway)

@@ -7,7 +7,6 @@ the X-Original-* headers that NGINX sets.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,10 +15,12 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from . import audit
 from .basic import BasicExchange, KeyedDigests
-from .cache import DecisionCache, lookup_layer
+from .cache import DecisionCache
+from .check_route import CheckEndpoint, GateApp
 from .checks import Checker
 from .credentials import BasicLogin, CredentialSources
 from .decisions import Authorizer
@@ -32,7 +33,7 @@ from .redis_breaker import Breaker, GuardedRedis
 from .routes import RouteMap
 from .sessions import KeyValue, SessionStore
 from .settings import LOG_FORMAT, Settings
-from .signin import SESSION_COOKIE, SignIn, signin_location
+from .signin import SignIn
 from .throttle import FailureThrottle
 from .tokens import SigningKeys, TokenValidator
 from .uma import UmaClient
@@ -132,33 +133,11 @@ def create_app(
         yield
         await components.close()
 
-    app = FastAPI(title="MLflow gate", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    check = CheckEndpoint(
+        components.checker, components.credentials, components.signin is not None, components.metrics, components.audit
+    )
+    app = GateApp(check, title="MLflow gate", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.components = components
-
-    @app.get("/_gate/check")
-    async def check(request: Request) -> Response:
-        method = request.headers.get("x-original-method", "")
-        uri = request.headers.get("x-original-uri", "")
-        checked = audit.Request(
-            request_id=request.headers.get("x-request-id", ""),
-            client_address=request.headers.get("x-real-ip", ""),
-            method=method,
-            uri=uri,
-            started=time.perf_counter(),
-        )
-        lookup_layer.set("")
-        credentials = components.credentials.for_request(
-            method, request.headers, request.cookies.get(SESSION_COOKIE), checked.client_address
-        )
-        signin = signin_location(uri) if components.signin and is_navigation(method, request) else None
-        offer_basic = components.credentials.basic is not None and not is_browser(request)
-        verdict = await components.checker.check(method, uri, credentials, signin, offer_basic)
-        layer = lookup_layer.get()
-        if layer:
-            components.metrics.cache_lookups.labels(layer).inc()
-        components.metrics.check_seconds.observe(time.perf_counter() - checked.started)
-        components.audit.record(checked, verdict, layer)
-        return Response(status_code=verdict.status, headers=verdict.headers)
 
     if components.signin is not None:
         app.include_router(components.signin.router())
@@ -206,25 +185,3 @@ def _basic_login(settings: Settings, http: httpx.AsyncClient, redis: Redis | Non
     throttle = FailureThrottle(digests, redis, settings.basic_max_failures, settings.basic_failure_window)
     return BasicLogin(exchange, throttle)
 
-
-def is_navigation(method: str, request: Request) -> bool:
-    """A browser loading a page (sent to sign-in), as opposed to a script or API client (gets 401)."""
-    if method not in ("GET", "HEAD"):
-        return False
-    mode = request.headers.get("sec-fetch-mode")
-    if mode is not None:
-        return mode == "navigate"
-    return "text/html" in request.headers.get("accept", "")
-
-
-def is_browser(request: Request) -> bool:
-    """Browsers send Sec-Fetch-* (or ask for HTML, or hold our cookie); they must never see a Basic
-    challenge, which would open their native password prompt instead of the sign-in page."""
-    headers = request.headers
-    return (
-        "sec-fetch-mode" in headers
-        or "sec-fetch-site" in headers
-        or "origin" in headers
-        or "text/html" in headers.get("accept", "")
-        or SESSION_COOKIE in request.cookies
-    )

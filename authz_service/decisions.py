@@ -7,11 +7,16 @@ Keycloak call instead of each asking on a cold cache.
 from __future__ import annotations
 
 import asyncio
+from functools import lru_cache
 
 from .cache import DecisionCache, decision_key
 from .routes import Permission
 from .tokens import Identity
 from .uma import UmaClient
+
+KEY_MEMO_SIZE = 4096
+"""Decision keys remembered: one per (token, permission) in use; hashing them on every check cost
+more than the cache lookup itself."""
 
 
 class Authorizer:
@@ -19,10 +24,11 @@ class Authorizer:
         self._cache = cache
         self._uma = uma
         self._in_flight: dict[str, asyncio.Future[bool]] = {}
+        self._key = lru_cache(maxsize=KEY_MEMO_SIZE)(decision_key)
         self.cache_hits = 0
 
     async def is_allowed(self, identity: Identity, permission: Permission) -> bool:
-        key = decision_key(identity, permission)
+        key = self._key(identity, permission)
         cached = await self._cache.get(key)
         if cached is not None:
             self.cache_hits += 1

@@ -6,6 +6,8 @@ the X-Original-* headers that NGINX sets.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +24,7 @@ from .checks import Checker, CredentialsUnavailable
 from .decisions import Authorizer
 from .metrics import Metrics
 from .oidc import OidcClient
+from .revocation import EventsSource, KeycloakEvents, Revocation
 from .routes import RouteMap
 from .sessions import KeyValue, SessionStore
 from .settings import Settings
@@ -40,6 +43,7 @@ class Components:
     redis: Redis | None
     keys: SigningKeys
     uma: UmaClient
+    revocation: Revocation
     authorizer: Authorizer
     checker: Checker
     metrics: Metrics
@@ -53,7 +57,9 @@ class Components:
         routes: RouteMap,
         transport: httpx.AsyncBaseTransport | None = None,
         redis: Redis | None = None,
+        events: EventsSource | None = None,
     ) -> Components:
+        """`events` replaces Keycloak's event API (tests); by default it is read when revocation is on."""
         http = httpx.AsyncClient(
             timeout=settings.keycloak_timeout,
             verify=str(settings.keycloak_ca_file) if settings.keycloak_ca_file else True,
@@ -65,7 +71,23 @@ class Components:
         keys = SigningKeys(http, settings.jwks_url, settings.jwks_min_refresh_interval)
         uma = UmaClient(http, settings.token_url, settings.client_id)
         cache = DecisionCache(settings.cache_max_ttl, settings.cache_size, redis)
-        authorizer = Authorizer(cache, uma)
+        if events is None and settings.revocation_enabled:
+            events = KeycloakEvents(
+                settings.keycloak_url,
+                settings.realm,
+                settings.client_id,
+                str(settings.client_secret),
+                str(settings.keycloak_ca_file) if settings.keycloak_ca_file else True,
+                settings.keycloak_timeout,
+            )
+        revocation = Revocation(
+            events,
+            settings.revocation_poll,
+            settings.revocation_max_delay,
+            # The oldest decision a cache may hold: its lifetime plus the Keycloak call it waited for.
+            lookback=settings.cache_max_ttl + settings.keycloak_timeout,
+        )
+        authorizer = Authorizer(cache, uma, revocation)
         metrics = Metrics()
         tokens = TokenValidator(keys, settings.issuer, settings.audience)
         checker = Checker(settings.realm, routes, tokens, authorizer, metrics)
@@ -74,9 +96,10 @@ class Components:
             oidc = OidcClient(http, settings)
             sessions = SessionStore(KeyValue(redis), oidc, settings.session_lifetime)
             signin = SignIn(settings, oidc, sessions, tokens)
-        return cls(http, redis, keys, uma, authorizer, checker, metrics, sessions, signin)
+        return cls(http, redis, keys, uma, revocation, authorizer, checker, metrics, sessions, signin)
 
     async def close(self) -> None:
+        await self.revocation.close()
         await self.http.aclose()
         if self.redis is not None:
             await self.redis.aclose()
@@ -87,13 +110,23 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     redis: Redis | None = None,
+    events: EventsSource | None = None,
 ) -> FastAPI:
     routes = RouteMap.load(settings.route_map_extra)
-    components = Components.build(settings, routes, transport, redis)
+    components = Components.build(settings, routes, transport, redis, events)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if components.revocation.enabled:
+            poller = asyncio.create_task(components.revocation.run(), name="revocation-poller")
+        else:
+            log.warning("revocation polling is off: a rights change waits for cached decisions to expire")
+            poller = None
         yield
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
         await components.close()
 
     app = FastAPI(title="MLflow gate", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
@@ -133,6 +166,9 @@ def create_app(
                 "gate_uma_requests_total": components.uma.request_count,
                 "gate_jwks_fetches_total": components.keys.fetch_count,
                 "gate_session_refreshes_total": components.sessions.refresh_count if components.sessions else 0,
+                "gate_revocation_polls_total": components.revocation.poll_count,
+                "gate_revocation_poll_failures_total": components.revocation.failure_count,
+                "gate_revocation_changes_total": components.revocation.change_count,
             }
         )
 

@@ -3,6 +3,9 @@
 Earlier gates asked Keycloak on every request. A decision depends on who asks (subject, roles,
 client) and what is asked (resource#scope), so the key is a digest of exactly those; two users or
 two role sets never share an entry. No entry outlives the token it was made for.
+
+Every entry, in memory and in Redis, carries the time it was decided. A reader passes the time
+before which decisions no longer hold (see revocation.py), whatever the key is made of.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from .tokens import Identity
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "mlflow-gate:decision:v1:"
+KEY_PREFIX = "mlflow-gate:decision:v2:"
 
 
 @dataclass(frozen=True)
 class CachedDecision:
     allowed: bool
     expires_at: float
+    decided_at: float
 
 
 def decision_key(identity: Identity, permission: Permission) -> str:
@@ -57,9 +61,10 @@ class DecisionCache:
             maxsize=size, ttu=lambda _key, value, _now: value.expires_at, timer=clock
         )
 
-    async def get(self, key: str) -> bool | None:
+    async def get(self, key: str, not_before: float = 0.0) -> bool | None:
+        """The cached decision, unless it was decided before `not_before` (then None: ask Keycloak)."""
         cached = self._memory.get(key)
-        if cached is not None:
+        if cached is not None and cached.decided_at >= not_before:
             return cached.allowed
         if self._redis is None:
             return None
@@ -69,23 +74,24 @@ class DecisionCache:
             log.warning("decision cache: Redis read failed, asking Keycloak: %s", error)
             return None
         decision = _decode(raw)
-        if decision is None or decision.expires_at <= self._clock():
+        if decision is None or decision.expires_at <= self._clock() or decision.decided_at < not_before:
             return None
         self._memory[key] = decision
         return decision.allowed
 
-    async def put(self, key: str, allowed: bool, token_expires_at: float) -> None:
+    async def put(self, key: str, allowed: bool, token_expires_at: float, decided_at: float) -> None:
+        """`decided_at`: when the question was sent to Keycloak, so a change during the call voids it."""
         now = self._clock()
         expires_at = min(now + self._max_ttl, token_expires_at)
         if expires_at <= now:
             return
-        decision = CachedDecision(allowed, expires_at)
+        decision = CachedDecision(allowed, expires_at, decided_at)
         self._memory[key] = decision
         if self._redis is None:
             return
         try:
             await self._redis.set(
-                key, f"{int(allowed)}:{expires_at}", px=max(1, int((expires_at - now) * 1000))
+                key, f"{int(allowed)}:{expires_at}:{decided_at}", px=max(1, int((expires_at - now) * 1000))
             )
         except RedisError as error:
             log.warning("decision cache: Redis write failed: %s", error)
@@ -95,8 +101,11 @@ def _decode(raw: bytes | str | None) -> CachedDecision | None:
     if raw is None:
         return None
     text = raw.decode() if isinstance(raw, bytes) else raw
-    allowed, _, expires_at = text.partition(":")
+    parts = text.split(":")
+    if len(parts) != 3:
+        return None
+    allowed, expires_at, decided_at = parts
     try:
-        return CachedDecision(allowed == "1", float(expires_at))
+        return CachedDecision(allowed == "1", float(expires_at), float(decided_at))
     except ValueError:
         return None

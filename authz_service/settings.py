@@ -42,6 +42,8 @@ class Settings:
     keycloak_ca_file: Path | None
     route_map_extra: tuple[Path, ...]
     session_lifetime: float
+    revocation_poll: float
+    revocation_max_delay: float
     log_level: str
     host: str
     port: int
@@ -61,6 +63,11 @@ class Settings:
     @property
     def public_realm_url(self) -> str:
         return f"{self.keycloak_public_url}/realms/{self.realm}"
+
+    @property
+    def revocation_enabled(self) -> bool:
+        """Polling needs the gate's service account (its client secret); 0 seconds turns it off."""
+        return self.client_secret is not None and self.revocation_poll > 0
 
     @property
     def sso_enabled(self) -> bool:
@@ -91,10 +98,17 @@ class Settings:
             keycloak_ca_file=env.optional("GATE_KEYCLOAK_CA_FILE", _existing_file),
             route_map_extra=env.get("GATE_ROUTE_MAP_EXTRA", (), _existing_files),
             session_lifetime=env.get("GATE_SESSION_LIFETIME", 8 * 3600.0, _positive_float),
+            revocation_poll=env.get("GATE_REVOCATION_POLL", 2.0, _non_negative_float),
+            revocation_max_delay=env.get("GATE_REVOCATION_MAX_DELAY", 10.0, _positive_float),
             log_level=env.get("GATE_LOG_LEVEL", "INFO", _log_level),
             host=env.get("GATE_HOST", "127.0.0.1", _non_empty),
             port=env.get("GATE_PORT", 8090, _port),
         )
+        if settings.revocation_poll >= settings.revocation_max_delay:
+            env.problems.append(
+                f"GATE_REVOCATION_POLL ({settings.revocation_poll:g} s) must be shorter than "
+                f"GATE_REVOCATION_MAX_DELAY ({settings.revocation_max_delay:g} s)"
+            )
         env.raise_if_invalid()
         return settings
 
@@ -160,6 +174,13 @@ def _positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0:
         raise ValueError("must be a positive number")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be zero or a positive number")
     return value
 
 

@@ -53,7 +53,7 @@ _NEUTRAL_RESOURCE_TYPES = frozenset(
         "REQUIRED_ACTION_CONFIG",
         "CLIENT_INITIAL_ACCESS_MODEL",
         "USER_LOGIN_FAILURE",
-        "REALM_LOCALIZATION",
+        "CLUSTER_NODE",
     }
 )
 _USER_PATH = re.compile(r"^users/([^/]+)(?:/|$)")

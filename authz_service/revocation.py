@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from keycloak import KeycloakAdmin
-from keycloak.exceptions import KeycloakError
+from keycloak.exceptions import KeycloakConnectionError, KeycloakError, KeycloakOperationError
+
+from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +124,9 @@ class KeycloakEvents:
         client_secret: str,
         verify: str | bool,
         timeout: float,
+        metrics: Metrics,
     ) -> None:
+        self._metrics = metrics
         self._admin = KeycloakAdmin(
             # python-keycloak joins relative paths onto this URL: the slash keeps a path prefix (/auth).
             server_url=keycloak_url + "/",
@@ -145,12 +149,24 @@ class KeycloakEvents:
     async def close(self) -> None:
         await self._admin.connection.aclose()
 
-    @staticmethod
-    async def _read(call: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    async def _read(self, call: Awaitable[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """One event query, timed and counted like the gate's other Keycloak calls."""
+        started = time.perf_counter()
         try:
             return await call
         except (KeycloakError, TypeError) as error:
+            self._metrics.keycloak_errors.labels("events", _error_kind(error)).inc()
             raise EventsUnavailable(f"{type(error).__name__}: {error}") from error
+        finally:
+            self._metrics.keycloak_seconds.labels("events").observe(time.perf_counter() - started)
+
+
+def _error_kind(error: Exception) -> str:
+    if isinstance(error, KeycloakConnectionError):
+        return "network"
+    if isinstance(error, KeycloakOperationError) and (error.response_code or 0) >= 500:
+        return "status_5xx"
+    return "refused"
 
 
 @dataclass(frozen=True)
@@ -176,11 +192,13 @@ class Revocation:
         poll_interval: float,
         max_delay: float,
         lookback: float,
+        metrics: Metrics,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """`lookback`: how far back the first poll reads, the age of the oldest decision any cache may hold."""
         self._source = source
+        self._metrics = metrics
         self._poll_interval = poll_interval
         self._max_delay = max_delay
         self._clock = clock
@@ -192,9 +210,6 @@ class Revocation:
         self._known_until: float | None = None
         self._last_error: str | None = None
         self._failures = 0
-        self.poll_count = 0
-        self.failure_count = 0
-        self.change_count = 0
 
     @property
     def enabled(self) -> bool:
@@ -234,22 +249,21 @@ class Revocation:
             if change.subject is None:
                 if change.at > self._realm:
                     self._realm = change.at
-                    self.change_count += 1
+                    self._metrics.revocation_changes.labels("realm").inc()
             elif change.at > self._users.get(change.subject, 0.0):
                 self._users[change.subject] = change.at
-                self.change_count += 1
+                self._metrics.revocation_changes.labels("user").inc()
 
     async def poll(self) -> None:
         """Read the events since the last poll and record the changes; never raises EventsUnavailable."""
         if self._source is None:
             return
         started = self._clock()
-        self.poll_count += 1
         try:
             admin, admin_complete = await self._read_all(self._source.admin_events)
             user, user_complete = await self._read_all(self._source.user_events)
         except EventsUnavailable as error:
-            self.failure_count += 1
+            self._metrics.revocation_polls.labels("failed").inc()
             self._failures += 1
             if self._last_error is None:
                 log.warning("revocation: cannot read Keycloak events, still deciding through Keycloak: %s", error)
@@ -264,6 +278,7 @@ class Revocation:
         self._since = max(self._since, newest - OVERLAP_SECONDS)
         if self._last_error is not None:
             log.info("revocation: reading Keycloak events again after %d failed polls", self._failures)
+        self._metrics.revocation_polls.labels("ok").inc()
         self._known_until = started
         self._failures = 0
         self._last_error = None
@@ -275,7 +290,7 @@ class Revocation:
             try:
                 await self.poll()
             except Exception:
-                self.failure_count += 1
+                self._metrics.revocation_polls.labels("failed").inc()
                 log.exception("revocation: poll failed")
             await self._sleep(self._poll_interval)
 

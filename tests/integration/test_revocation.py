@@ -38,6 +38,22 @@ def realm(stack: dict[str, Any]) -> RealmClient:
     return RealmClient(stack)
 
 
+AdminHeaders = Callable[[], dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+def admin(realm: RealmClient) -> AdminHeaders:
+    """Keycloak admin headers, signed in again only when the 60-second admin token nears its end."""
+    signed_in: dict[str, Any] = {"at": 0.0}
+
+    def headers() -> dict[str, str]:
+        if time.monotonic() - signed_in["at"] > 40:
+            signed_in.update(at=time.monotonic(), headers=realm.admin_headers())
+        return signed_in["headers"]
+
+    return headers
+
+
 @pytest.fixture(scope="module")
 def second_gate(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Another gate process on the same Keycloak and Redis, polling Keycloak's events for itself."""
@@ -70,19 +86,21 @@ def admin_cli(*argv: str) -> None:
         sys.stdin = sys.__stdin__
 
 
-def metric(gate_url: str, name: str) -> float:
+def polls(gate_url: str, result: str) -> float:
+    """The gate's count of event reads with this result (absent until the first one)."""
+    sample = f'gate_revocation_polls_total{{result="{result}"}} '
     for line in httpx.get(f"{gate_url}/_gate/metrics", timeout=10).text.splitlines():
-        if line.startswith(f"{name} "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} missing from {gate_url}/_gate/metrics")
+        if line.startswith(sample):
+            return float(line.removeprefix(sample))
+    return 0.0
 
 
 def wait_until_polling(gate_url: str) -> None:
     deadline = time.monotonic() + 30
-    while metric(gate_url, "gate_revocation_polls_total") < 1:
-        assert time.monotonic() < deadline, f"{gate_url} never polled Keycloak's events"
+    while polls(gate_url, "ok") < 1:
+        assert polls(gate_url, "failed") == 0, "the gate cannot read Keycloak's events"
+        assert time.monotonic() < deadline, f"{gate_url} never read Keycloak's events"
         time.sleep(0.2)
-    assert metric(gate_url, "gate_revocation_poll_failures_total") == 0, "the gate cannot read Keycloak's events"
 
 
 Probe = Callable[[str], int]
@@ -144,20 +162,20 @@ def timed(change: Callable[[], object]) -> tuple[float, float]:
     return since, time.monotonic() - since
 
 
-def user_id(realm: RealmClient, username: str) -> str:
+def user_id(realm: RealmClient, admin: AdminHeaders, username: str) -> str:
     found = httpx.get(
-        f"{realm.admin_base}/users", params={"username": username, "exact": "true"}, headers=realm.admin_headers(), timeout=30
+        f"{realm.admin_base}/users", params={"username": username, "exact": "true"}, headers=admin(), timeout=30
     )
     found.raise_for_status()
     return found.json()[0]["id"]
 
 
 @pytest.fixture
-def fresh_user(realm: RealmClient) -> Iterator[tuple[str, str]]:
+def fresh_user(realm: RealmClient, admin: AdminHeaders) -> Iterator[tuple[str, str]]:
     """A Default user of this test alone, deleted afterwards."""
     username, password = realm.create_user("revocation", ["Default"])
     yield username, password
-    httpx.delete(f"{realm.admin_base}/users/{user_id(realm, username)}", headers=realm.admin_headers(), timeout=30)
+    httpx.delete(f"{realm.admin_base}/users/{user_id(realm, admin, username)}", headers=admin(), timeout=30)
 
 
 def test_revoking_admin_with_the_cli_refuses_bobs_unexpired_token_at_every_gate(
@@ -187,12 +205,12 @@ def test_revoking_admin_with_the_cli_refuses_bobs_unexpired_token_at_every_gate(
 
 
 def test_removing_a_role_in_keycloaks_admin_api_refuses_at_every_gate(
-    stack: dict[str, Any], realm: RealmClient, second_gate: str, fresh_user: tuple[str, str]
+    stack: dict[str, Any], realm: RealmClient, admin: AdminHeaders, second_gate: str, fresh_user: tuple[str, str]
 ) -> None:
     username, password = fresh_user
-    headers = realm.admin_headers()
+    headers = admin()
     admin_role = httpx.get(f"{realm.admin_base}/roles/Admin", headers=headers, timeout=30).json()
-    mappings = f"{realm.admin_base}/users/{user_id(realm, username)}/role-mappings/realm"
+    mappings = f"{realm.admin_base}/users/{user_id(realm, admin, username)}/role-mappings/realm"
     httpx.post(mappings, headers=headers, json=[admin_role], timeout=30).raise_for_status()
     token = realm.token(username, password)
     gates = probes(stack, second_gate, DELETE)
@@ -205,7 +223,7 @@ def test_removing_a_role_in_keycloaks_admin_api_refuses_at_every_gate(
 
 @pytest.mark.parametrize("how", ["mlflow-gate-admin user disable", "admin REST API (console switch)"])
 def test_disabling_a_user_refuses_at_every_gate(
-    stack: dict[str, Any], realm: RealmClient, second_gate: str, fresh_user: tuple[str, str], how: str
+    stack: dict[str, Any], realm: RealmClient, admin: AdminHeaders, second_gate: str, fresh_user: tuple[str, str], how: str
 ) -> None:
     username, password = fresh_user
     token = realm.token(username, password)
@@ -214,8 +232,8 @@ def test_disabling_a_user_refuses_at_every_gate(
     if how.startswith("mlflow-gate-admin"):
         since, took = timed(lambda: admin_cli("user", "disable", username))
     else:
-        headers = realm.admin_headers()
-        user = f"{realm.admin_base}/users/{user_id(realm, username)}"
+        headers = admin()
+        user = f"{realm.admin_base}/users/{user_id(realm, admin, username)}"
         document = httpx.get(user, headers=headers, timeout=30).json()
         since, took = timed(
             lambda: httpx.put(user, headers=headers, json={**document, "enabled": False}, timeout=30).raise_for_status()
@@ -255,11 +273,11 @@ def test_signing_out_at_keycloak_refuses_the_sessions_token_at_every_gate(
 
 
 def test_group_membership_grants_and_revokes_within_the_budget(
-    stack: dict[str, Any], realm: RealmClient, second_gate: str, fresh_user: tuple[str, str]
+    stack: dict[str, Any], realm: RealmClient, admin: AdminHeaders, second_gate: str, fresh_user: tuple[str, str]
 ) -> None:
     """A cached refusal also gives way: joining a group holding Admin allows deletes with the same token."""
     username, password = fresh_user
-    headers = realm.admin_headers()
+    headers = admin()
     group_name = f"revocation-admins-{time.time_ns()}"
     httpx.post(f"{realm.admin_base}/groups", headers=headers, json={"name": group_name}, timeout=30).raise_for_status()
     group = httpx.get(
@@ -273,7 +291,7 @@ def test_group_membership_grants_and_revokes_within_the_budget(
         token = realm.token(username, password)
         gates = probes(stack, second_gate, DELETE)
         assert all(probe(token) == 403 for probe in gates.values())
-        membership = f"{realm.admin_base}/users/{user_id(realm, username)}/groups/{group['id']}"
+        membership = f"{realm.admin_base}/users/{user_id(realm, admin, username)}/groups/{group['id']}"
         since, took = timed(lambda: httpx.put(membership, headers=headers, timeout=30).raise_for_status())
         elapsed: dict[str, float] = {}
         while len(elapsed) < len(gates) and time.monotonic() - since < BUDGET_SECONDS + 10:
@@ -290,8 +308,10 @@ def test_group_membership_grants_and_revokes_within_the_budget(
         httpx.delete(f"{realm.admin_base}/groups/{group['id']}", headers=headers, timeout=30)
 
 
-def test_the_gate_reads_events_with_its_own_minimal_service_account(stack: dict[str, Any], realm: RealmClient) -> None:
-    headers = realm.admin_headers()
+def test_the_gate_reads_events_with_its_own_minimal_service_account(
+    stack: dict[str, Any], realm: RealmClient, admin: AdminHeaders
+) -> None:
+    headers = admin()
     clients = httpx.get(
         f"{realm.admin_base}/clients", params={"clientId": stack["clients"]["gate"]["client_id"]}, headers=headers, timeout=30
     ).json()

@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 from authz_service.app import create_app
 from authz_service.cache import DecisionCache
 from authz_service.decisions import Authorizer
+from authz_service.health import Readiness
+from authz_service.metrics import Metrics
 from authz_service.revocation import (
     CLOCK_MARGIN_SECONDS,
     PAGE_SIZE,
@@ -29,7 +31,7 @@ from authz_service.uma import UmaClient
 
 from .fake_clock import Clock
 from .test_app import TOKEN_URL, FakeKeycloak
-from .token_factory import Realm
+from .token_factory import JWKS_URL, Realm
 
 BOB_ID = "6f1c2d4e-0000-4000-8000-00000000b0b0"
 ALICE_ID = "6f1c2d4e-0000-4000-8000-0000000a11ce"
@@ -66,8 +68,12 @@ class FakeEvents:
         return matching[first : first + limit]
 
 
-def revocation(clock: Clock, events: FakeEvents | None) -> Revocation:
-    return Revocation(events, poll_interval=2, max_delay=10, lookback=65, clock=clock)
+def revocation(clock: Clock, events: FakeEvents | None, metrics: Metrics | None = None) -> Revocation:
+    return Revocation(events, poll_interval=2, max_delay=10, lookback=65, metrics=metrics or Metrics(), clock=clock)
+
+
+def counted(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(f"{name}_total", labels) or 0.0
 
 
 def poll(subject: Revocation) -> None:
@@ -176,14 +182,15 @@ def test_first_poll_reads_back_as_far_as_any_cached_decision_and_later_polls_onl
 def test_an_event_read_twice_changes_nothing() -> None:
     clock = Clock(10_000.0)
     events = FakeEvents()
-    subject = revocation(clock, events)
+    metrics = Metrics()
+    subject = revocation(clock, events, metrics)
     events.admin.append(admin_event(f"users/{BOB_ID}", "USER", at=9_999.0))
     poll(subject)
     first = subject.not_before(BOB_ID)
     clock.now += 2
     poll(subject)
     assert subject.not_before(BOB_ID) == first
-    assert subject.change_count == 1
+    assert counted(metrics, "gate_revocation_changes", scope="user") == 1
 
 
 def test_every_page_is_read() -> None:
@@ -209,7 +216,8 @@ def test_a_flood_of_events_voids_everything() -> None:
 def test_without_events_only_decisions_younger_than_the_budget_count() -> None:
     clock = Clock(10_000.0)
     events = FakeEvents()
-    subject = revocation(clock, events)
+    metrics = Metrics()
+    subject = revocation(clock, events, metrics)
     assert subject.not_before(BOB_ID) == 10_000.0 - 10, "before the first poll nothing is known"
     assert not subject.healthy
     poll(subject)
@@ -226,7 +234,9 @@ def test_without_events_only_decisions_younger_than_the_budget_count() -> None:
     events.down = False
     poll(subject)
     assert subject.healthy and subject.not_before(BOB_ID) == 0.0
-    assert subject.failure_count == 2 and subject.state().consecutive_failures == 0
+    assert subject.state().consecutive_failures == 0
+    assert counted(metrics, "gate_revocation_polls", result="failed") == 2
+    assert counted(metrics, "gate_revocation_polls", result="ok") == 2
 
 
 def test_old_change_times_are_forgotten_once_no_cache_can_hold_older_decisions() -> None:
@@ -242,9 +252,11 @@ def test_old_change_times_are_forgotten_once_no_cache_can_hold_older_decisions()
 
 def test_off_means_no_polling_and_nothing_voided() -> None:
     clock = Clock(10_000.0)
-    subject = revocation(clock, None)
+    metrics = Metrics()
+    subject = revocation(clock, None, metrics)
     poll(subject)
-    assert not subject.enabled and subject.healthy and subject.poll_count == 0
+    assert not subject.enabled and subject.healthy
+    assert counted(metrics, "gate_revocation_polls", result="ok") == 0
     assert subject.not_before(BOB_ID) == 0.0
 
 
@@ -346,5 +358,28 @@ def test_the_gate_polls_while_it_runs_and_a_revocation_turns_its_cached_allow_in
             time.sleep(0.02)
         assert statuses[-1] == 403
         metrics = client.get("/_gate/metrics").text
-    assert "gate_revocation_changes_total 1" in metrics
+        ready = client.get("/_gate/ready").json()
+    assert 'gate_revocation_changes_total{scope="user"} 1.0' in metrics
+    assert ready["dependencies"]["keycloak_events"]["state"] == "up"
     assert any(kind == "admin" for kind, _, _ in events.reads)
+
+
+def test_readiness_degrades_while_the_events_cannot_be_read() -> None:
+    clock = Clock(10_000.0)
+    events = FakeEvents()
+    subject = revocation(clock, events)
+    keycloak = FakeKeycloak(Realm())
+    http = httpx.AsyncClient(transport=httpx.MockTransport(keycloak.handle))
+    ready = Readiness(http, JWKS_URL, TOKEN_URL, None, subject, clock=clock)
+    poll(subject)
+    status, body = asyncio.run(ready.report())
+    assert (status, body["status"]) == (200, "ok")
+    assert body["dependencies"]["keycloak_events"] == {"state": "up", "last_read": 10_000.0}
+    events.down = True
+    clock.now += 11
+    poll(subject)
+    status, body = asyncio.run(ready.report())
+    assert (status, body["status"]) == (200, "degraded")
+    assert body["dependencies"]["keycloak_events"]["state"] == "down"
+    assert body["dependencies"]["keycloak_events"]["error"] == "connection refused"
+    assert "GATE_REVOCATION_MAX_DELAY" in body["detail"]

@@ -29,6 +29,7 @@ from stack.layout import Layout
 
 from .mixed_load import API, MixedLoad, Progress, Record
 from .realm_client import RealmClient, gate_counter
+from .test_header_spoofing import RecordingGateway, recording_gateway  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,11 @@ RECOVERY_SECONDS = 5.0
 @pytest.fixture(scope="module")
 def layout(stack: dict[str, Any]) -> Layout:
     return Layout.discover()
+
+
+@pytest.fixture(scope="module")
+def realm(stack: dict[str, Any]) -> RealmClient:
+    return RealmClient(stack)
 
 
 def ready(stack: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -198,9 +204,8 @@ def test_redis_and_keycloak_faults_under_mixed_load(stack: dict[str, Any], layou
 
 
 def test_audit_lines_metrics_and_access_log_for_each_kind_of_answer(
-    stack: dict[str, Any], layout: Layout
+    stack: dict[str, Any], layout: Layout, realm: RealmClient
 ) -> None:
-    realm = RealmClient(stack)
     username, password = realm.create_user("audited", ["Default"])
     token = realm.token(username, password)
     gateway = stack["gateway_url"]
@@ -269,3 +274,18 @@ def test_audit_lines_metrics_and_access_log_for_each_kind_of_answer(
         assert not re.search(r"Bearer [A-Za-z0-9._~+/-]{16}|mlflow_gate_session=|eyJ[A-Za-z0-9_-]{10}", text), where
         leaked = [value[:6] + "..." for value in secrets_used if value in text]
         assert not leaked, f"secrets in the {where}: {leaked}"
+
+
+def test_mlflow_gets_the_request_id_of_the_audit_line(
+    recording_gateway: RecordingGateway, realm: RealmClient, layout: Layout
+) -> None:
+    _, seen = recording_gateway.send(
+        "GET",
+        f"{API}/experiments/search?max_results=1",
+        [("Authorization", f"Bearer {realm.token('bob')}"), ("X-Request-Id", "chosen-by-the-client")],
+    )
+    [request_id] = seen.values("X-Request-Id")
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id), "NGINX's $request_id replaces the client's"
+    audit_lines = [json.loads(line) for line in (layout.state / "gate" / "audit.log").read_text().splitlines()]
+    [line] = [line for line in audit_lines if line["request_id"] == request_id]
+    assert (line["user"], line["verdict"], line["path"]) == ("bob", "allowed", f"{API}/experiments/search")

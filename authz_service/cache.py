@@ -12,18 +12,24 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from cachetools import TLRUCache
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .redis_breaker import RedisUnavailable
 from .routes import Permission
 from .tokens import Identity
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mlflow-gate:decision:v1:"
+
+# Which layer answered this request's lookup (memory, redis, miss), for its audit line and metrics.
+# Each request runs in its own task, hence its own context: no request sees another's value.
+lookup_layer: ContextVar[str] = ContextVar("decision_cache_layer", default="")
 
 
 @dataclass(frozen=True)
@@ -60,11 +66,15 @@ class DecisionCache:
     async def get(self, key: str) -> bool | None:
         cached = self._memory.get(key)
         if cached is not None:
+            lookup_layer.set("memory")
             return cached.allowed
+        lookup_layer.set("miss")
         if self._redis is None:
             return None
         try:
             raw = await self._redis.get(key)
+        except RedisUnavailable:
+            return None
         except RedisError as error:
             log.warning("decision cache: Redis read failed, asking Keycloak: %s", error)
             return None
@@ -72,6 +82,7 @@ class DecisionCache:
         if decision is None or decision.expires_at <= self._clock():
             return None
         self._memory[key] = decision
+        lookup_layer.set("redis")
         return decision.allowed
 
     async def put(self, key: str, allowed: bool, token_expires_at: float) -> None:
@@ -87,6 +98,8 @@ class DecisionCache:
             await self._redis.set(
                 key, f"{int(allowed)}:{expires_at}", px=max(1, int((expires_at - now) * 1000))
             )
+        except RedisUnavailable:
+            return
         except RedisError as error:
             log.warning("decision cache: Redis write failed: %s", error)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
 from .decisions import Authorizer
@@ -33,8 +33,15 @@ class CredentialsUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Verdict:
+    """The answer to NGINX (status, headers) plus what the audit line and metrics say about it."""
+
     status: int
     headers: dict[str, str] = field(default_factory=dict)
+    outcome: str = ""  # allowed, denied, unauthenticated, unmapped, unavailable, public
+    reason: str = ""
+    permission: str = ""  # resource#scope, when the route maps to one
+    user: str = ""
+    client: str = ""
 
 
 class Checker:
@@ -55,48 +62,55 @@ class Checker:
     async def check(self, method: str, uri: str, credentials: Credentials, signin: str | None = None) -> Verdict:
         """`signin` is where to send a browser navigation that turns out to be unauthenticated."""
         verdict = await self._check(method, uri, credentials)
-        self._metrics.checks[str(verdict.status)] += 1
+        self._metrics.checks.labels(verdict.outcome).inc()
+        if verdict.permission:
+            self._metrics.permission_checks.labels(verdict.permission, verdict.outcome).inc()
         if verdict.status == 401 and signin is not None:
-            return Verdict(401, {**verdict.headers, "X-Gate-Signin": signin})
+            return replace(verdict, headers={**verdict.headers, "X-Gate-Signin": signin})
         return verdict
 
     async def _check(self, method: str, uri: str, credentials: Credentials) -> Verdict:
         if not method or not uri:
-            return self._forbidden("the gate was called without the original method and URI")
+            return self._forbidden("unmapped", "the gate was called without the original method and URI")
         route = self._routes.classify(method, uri)
         if isinstance(route, Public):
-            return Verdict(200)
+            return Verdict(200, outcome="public", reason="public route")
         if isinstance(route, Refusal):
             log.warning("refused unmapped or ambiguous request: %s", route.reason)
-            return self._forbidden(route.reason)
+            return self._forbidden("unmapped", route.reason)
+        wanted = f"{route.resource}#{route.scope}"
         try:
             token = await credentials()
         except CredentialsUnavailable as error:
             log.error("cannot read or refresh the session: %s", error)
-            return Verdict(503)
+            return Verdict(503, outcome="unavailable", reason="session store unavailable", permission=wanted)
         if token is None:
-            return self._unauthenticated(None, "sign in or send a Bearer token")
+            self._metrics.token_refusals.labels("missing").inc()
+            return replace(self._unauthenticated(None, "sign in or send a Bearer token"), permission=wanted)
         try:
             identity = await self._tokens.validate(token)
         except TokenError as error:
-            return self._unauthenticated("invalid_token", str(error))
+            self._metrics.token_refusals.labels(error.reason).inc()
+            return replace(self._unauthenticated("invalid_token", str(error)), permission=wanted)
         except SigningKeysUnavailable as error:
             log.error("cannot check tokens: %s", error)
-            return Verdict(503)
-        return await self._decide(identity, route)
+            return Verdict(503, outcome="unavailable", reason="signing keys unavailable", permission=wanted)
+        verdict = await self._decide(identity, route)
+        return replace(verdict, permission=wanted, user=identity.username, client=identity.client)
 
     async def _decide(self, identity: Identity, permission: Permission) -> Verdict:
         try:
             allowed = await self._authorizer.is_allowed(identity, permission)
         except TokenRejected as error:
+            self._metrics.token_refusals.labels("rejected_by_keycloak").inc()
             return self._unauthenticated("invalid_token", f"Keycloak rejected the token: {error}")
         except KeycloakUnavailable as error:
             log.error("no decision for %s on %s#%s: %s", identity.username, permission.resource, permission.scope, error)
-            return Verdict(503)
+            return Verdict(503, outcome="unavailable", reason="Keycloak unavailable")
         wanted = f"{permission.resource}#{permission.scope}"
         if not allowed:
             log.info("denied %s %s", identity.username, wanted)
-            return self._forbidden(f"user {identity.username} lacks permission {wanted}")
+            return self._forbidden("denied", f"user {identity.username} lacks permission {wanted}")
         return Verdict(
             200,
             {
@@ -104,16 +118,18 @@ class Checker:
                 "X-Auth-Request-Email": _header_value(identity.email or ""),
                 "X-Auth-Request-Roles": _header_value(",".join(sorted(identity.roles))),
             },
+            outcome="allowed",
+            reason="granted by Keycloak",
         )
 
     def _unauthenticated(self, error: str | None, description: str) -> Verdict:
         challenge = f'Bearer realm="{self._realm}"'
         if error is not None:
             challenge += f', error="{error}", error_description="{_reason(description)}"'
-        return Verdict(401, {"WWW-Authenticate": challenge})
+        return Verdict(401, {"WWW-Authenticate": challenge}, outcome="unauthenticated", reason=_reason(description))
 
-    def _forbidden(self, reason: str) -> Verdict:
-        return Verdict(403, {"X-Gate-Reason": _reason(reason)})
+    def _forbidden(self, outcome: str, reason: str) -> Verdict:
+        return Verdict(403, {"X-Gate-Reason": _reason(reason)}, outcome=outcome, reason=_reason(reason))
 
 
 def _reason(text: str) -> str:

@@ -6,6 +6,7 @@ The gate, MLflow and NGINX builders take an instance number: the replica topolog
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -232,6 +233,11 @@ def gate(layout: Layout, instance: int = 1) -> Component:
             "GATE_PUBLIC_URL": url(GATEWAY_PORT),
             "GATE_REDIS_URL": f"redis://{HOST}:{REDIS_PORT}/0",
             "GATE_LOG_LEVEL": "INFO",
+            # One JSON line per decision, apart from the service log.
+            "GATE_AUDIT_LOG": str(state / "audit.log"),
+            # uvicorn worker processes; `GATE_WORKERS=2 python3 -m stack up` tries two.
+            "GATE_WORKERS": os.environ.get("GATE_WORKERS", "1"),
+            "PROMETHEUS_MULTIPROC_DIR": str(state / "metrics"),
         },
         probe=gate_probe(instance),
         timeout=60,

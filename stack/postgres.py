@@ -40,8 +40,13 @@ def ensure_installed() -> Path:
 
 
 def url() -> str:
-    """The SQLAlchemy URL MLflow uses (the password is the marked development default)."""
+    """The database's libpq URL (the password is the marked development default)."""
     return f"postgresql://{POSTGRES_USER}:{DEV_POSTGRES_PASSWORD}@{HOST}:{POSTGRES_PORT}/{POSTGRES_DATABASE}"
+
+
+def sqlalchemy_url() -> str:
+    """The URL MLflow's SQLAlchemy store takes, naming the driver the stack installs (psycopg2)."""
+    return url().replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 def probe() -> CommandProbe:

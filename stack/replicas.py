@@ -48,7 +48,7 @@ def _mlflow(layout: Layout, instance: int) -> Component:
     return components.mlflow(
         layout,
         instance,
-        backend_store=postgres.url(),
+        backend_store=postgres.sqlalchemy_url(),
         artifacts=artifact_root(layout),
         workers=1,
         cors_origins=[url(components.gateway_port(n)) for n in range(1, NGINX_REPLICAS + 1)],

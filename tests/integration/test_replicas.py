@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import psycopg2
 import pytest
 
 from stack import procs, replicas
@@ -29,15 +27,14 @@ from stack.layout import Layout
 
 from . import signin_flow
 from .conftest import REPO, STACK_JSON
-from .realm_client import RealmClient
-from .replica_load import Actor, Load
+from .mixed_load import MixedLoad
+from .realm_client import RealmClient, gate_counter
 
 pytestmark = [pytest.mark.integration, pytest.mark.replicas]
 
 SESSION_COOKIE = "mlflow_gate_session"
 SEARCH_URI = "/ajax-api/2.0/mlflow/experiments/search?max_results=1"
 MIN_REQUESTS = 10_000
-WORKERS = 8
 DOWN_SECONDS = 2.0
 
 
@@ -74,15 +71,9 @@ def realm(topology: dict[str, Any]) -> RealmClient:
     return RealmClient(topology)
 
 
-def gate_metric(gate_url: str, name: str) -> float:
-    text = httpx.get(f"{gate_url}/_gate/metrics", timeout=10).text
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} missing from {gate_url}/_gate/metrics"
-    return float(match.group(1))
-
-
-def summed(topology: dict[str, Any], name: str) -> float:
-    return sum(gate_metric(url, name) for url in topology["gate_urls"])
+def summed(topology: dict[str, Any], name: str, **labels: str) -> float:
+    """A gate metric added up over every gate of the topology."""
+    return sum(gate_counter({"gate_url": url}, name, **labels) for url in topology["gate_urls"])
 
 
 def ask_gate(client: httpx.Client, gate_url: str, uri: str, method: str = "GET", token: str | None = None) -> httpx.Response:
@@ -175,13 +166,13 @@ def test_one_keycloak_decision_per_question_across_all_gates(topology: dict[str,
         ("POST", "/api/2.0/mlflow/runs/create"),
         ("POST", "/api/2.0/mlflow/experiments/delete"),
     ]
-    before = summed(topology, "gate_uma_requests_total")
+    before = summed(topology, "gate_keycloak_request_seconds_count", endpoint="uma")
     with httpx.Client(timeout=30) as client:
         for method, uri in questions:
             for gate_url in topology["gate_urls"]:
                 expected = 403 if uri.endswith("/experiments/delete") else 200
                 assert ask_gate(client, gate_url, uri, method, token).status_code == expected
-    calls = summed(topology, "gate_uma_requests_total") - before
+    calls = summed(topology, "gate_keycloak_request_seconds_count", endpoint="uma") - before
     print(f"Keycloak decision calls for {len(questions)} questions asked at {len(topology['gate_urls'])} gates: {calls:.0f}")
     assert calls == len(questions)
 
@@ -207,103 +198,39 @@ class Chaos:
         self.events[f"{name} healthy"] = time.monotonic()
 
 
-def browser(topology: dict[str, Any], username: str) -> Callable[[], dict[str, str]]:
-    """A signed-in browser's headers: its session cookie and a same-origin XHR's headers."""
-    with httpx.Client(timeout=30, follow_redirects=False) as client:
-        sign_in_across_gates(topology, client, username)
-        cookie = f"{SESSION_COOKIE}={client.cookies[SESSION_COOKIE]}"
-    headers = {
-        "Cookie": cookie,
-        "Origin": topology["gateway_url"],
-        "Sec-Fetch-Site": "same-origin",
-        "Sec-Fetch-Mode": "cors",
-        "Accept": "application/json",
-    }
-    return lambda: headers
-
-
-def bearer(realm: RealmClient, username: str) -> Callable[[], dict[str, str]]:
-    """A CLI user's headers; the token is renewed every minute, well inside its lifetime."""
-    lock = threading.Lock()
-    current: dict[str, Any] = {"token": "", "at": 0.0}
-
-    def headers() -> dict[str, str]:
-        with lock:
-            if time.monotonic() - current["at"] > 60:
-                current["token"], current["at"] = realm.token(username), time.monotonic()
-            return {"Authorization": f"Bearer {current['token']}"}
-
-    return headers
-
-
-def database_state(postgres_url: str) -> tuple[dict[str, str], set[tuple[str, int]]]:
-    """Runs (lifecycle) and logged metric steps as the shared database holds them."""
-    with psycopg2.connect(postgres_url) as connection, connection.cursor() as cursor:
-        cursor.execute("SELECT run_uuid, lifecycle_stage FROM runs")
-        runs = dict(cursor.fetchall())
-        cursor.execute("SELECT run_uuid, step FROM metrics WHERE key = 'load'")
-        metrics = {(run, int(step)) for run, step in cursor.fetchall()}
-    return runs, metrics
-
-
-def test_kill_a_gate_an_mlflow_and_an_nginx_under_mixed_load(topology: dict[str, Any], realm: RealmClient) -> None:
-    alice = bearer(realm, "alice")
-    created = httpx.post(
-        f"{topology['gateway_url']}/api/2.0/mlflow/experiments/create",
-        headers=alice(),
-        json={"name": f"chaos-{time.time_ns()}"},
-        timeout=30,
-    )
-    assert created.status_code == 200, created.text
-    actors = [
-        Actor("alice (Admin, bearer)", "Admin", alice),
-        Actor("bob (Default, bearer)", "Default", bearer(realm, "bob")),
-        Actor("carol (no role, bearer)", "", bearer(realm, "carol")),
-        Actor("alice (Admin, browser)", "Admin", browser(topology, "alice"), prefix="/ajax-api/2.0/mlflow"),
-        Actor("bob (Default, browser)", "Default", browser(topology, "bob"), prefix="/ajax-api/2.0/mlflow"),
-    ]
-    load = Load(topology["gateway_urls"], actors, created.json()["experiment_id"], WORKERS)
+def test_kill_a_gate_an_mlflow_and_an_nginx_under_mixed_load(topology: dict[str, Any]) -> None:
+    load = MixedLoad.prepare(topology, spread_over=tuple(topology["gateway_urls"]))
     chaos = Chaos(Layout.discover())
-    killed_nginx = "nginx-2"
-    killed_gateway = topology["gateway_urls"][1]
+    killed_nginx, killed_gateway = "nginx-2", topology["gateway_urls"][1]
 
     began = time.monotonic()
-    load.start()
-    try:
-        for name in ("gate-2", "mlflow-2", killed_nginx):
-            while load.tally.total() < MIN_REQUESTS * (len(chaos.events) // 2 + 1) // 5:
+    # The load runs until all three kills are over and MIN_REQUESTS have been answered.
+    with load.running(total=100 * MIN_REQUESTS) as progress:
+        for number, name in enumerate(("gate-2", "mlflow-2", killed_nginx), start=1):
+            while progress.done < MIN_REQUESTS * number // 5:
                 time.sleep(0.2)
             chaos.kill_and_restart(name)
-        while load.tally.total() < MIN_REQUESTS:
+        while progress.done < MIN_REQUESTS:
             time.sleep(0.2)
-    finally:
-        load.finish()
-    seconds = time.monotonic() - began
+        progress.stop.set()
+    result = progress.result()
 
-    tally = load.tally
-    nginx_down = (chaos.events[f"{killed_nginx} killed"], chaos.events[f"{killed_nginx} healthy"])
-    excused = [e for e in tally.errors if e[2] == killed_gateway and e[1] >= nginx_down[0] and e[0] <= nginx_down[1]]
-    unexcused = [e for e in tally.errors if e not in excused]
-    runs, metrics = database_state(topology["postgres_url"])
-    lost_runs = [run for run in tally.runs if run not in runs]
-    lost_deletes = [run for run, stage in tally.runs.items() if stage == "deleted" and runs.get(run) != "deleted"]
-    lost_metrics = tally.metrics - metrics
+    down = (chaos.events[f"{killed_nginx} killed"], chaos.events[f"{killed_nginx} healthy"])
+    errors = [r for r in result.records if r.status == 0 or r.status >= 500]
+    excused = [r for r in errors if r.gateway == killed_gateway and r.started + r.seconds >= down[0] and r.started <= down[1]]
+    unexcused = [r for r in errors if r not in excused]
+    lost = result.lost_writes()
+    per_gateway = Counter((r.gateway, "error" if r in errors else r.expect) for r in result.records)
 
-    print(f"\nchaos load: {tally.total()} requests by {len(actors)} actors over {len(topology['gateway_urls'])} NGINX in {seconds:.0f} s")
-    for (gateway, outcome), count in sorted(tally.counts.items()):
-        print(f"  {gateway} {outcome}: {count}")
-    print(f"  outcomes: {dict(tally.by_outcome())}")
+    print(f"\nchaos load on the replica topology: {result.summary()}")
+    for (gateway, kind), count in sorted(per_gateway.items()):
+        print(f"  via {gateway}: {kind} {count}")
     print("  events (s after start): " + ", ".join(f"{event} {at - began:.1f}" for event, at in chaos.events.items()))
-    print(f"  client-visible errors: {len(tally.errors)} ({len(excused)} at the killed NGINX while it was down, {len(unexcused)} elsewhere)")
-    print(f"  acknowledged writes: {len(tally.runs)} runs, {sum(1 for s in tally.runs.values() if s == 'deleted')} run deletions, {len(tally.metrics)} metrics")
-    print(f"  lost: {len(lost_runs)} runs, {len(lost_deletes)} deletions, {len(lost_metrics)} metrics")
-    for error in unexcused[:10]:
-        print(f"  unexcused error at {error[0] - began:.1f} s via {error[2]}: {error[3]}")
+    print(f"  client-visible errors: {len(errors)} ({len(excused)} at {killed_gateway} while it was down, {len(unexcused)} elsewhere)")
+    print(f"  forbidden requests allowed: {len(result.forbidden_allowed)}; acknowledged writes lost: {len(lost)} of {len(result.writes)}")
+    for record in unexcused[:10]:
+        print(f"  unexcused error {record.started - began:.1f} s via {record.gateway}: {record}")
 
-    outcomes = tally.by_outcome()
-    assert tally.total() >= MIN_REQUESTS
-    assert outcomes["forbidden_allowed"] == 0
-    assert outcomes["wrongly_denied"] == 0 and outcomes["unexpected"] == 0
-    assert outcomes["denied"] > 0 and outcomes["allowed"] > 0
+    assert len(result.records) >= MIN_REQUESTS
     assert not unexcused
-    assert not lost_runs and not lost_deletes and not lost_metrics
+    result.verify()  # zero forbidden requests allowed, zero acknowledged writes lost, canary untouched

@@ -30,10 +30,11 @@ def main() -> int:
         prepare_multiprocess_dir(settings.metrics_dir)
     # Imported only now: prometheus-client picks single- or multiprocess mode when first imported.
     from .app import create_app, create_app_from_env
-    from .routes import RouteMapError
+    from .routes import RouteMap, RouteMapError
 
     try:
-        app = create_app(settings)
+        # Workers build their own app; this process only checks the route map before forking them.
+        app = create_app(settings) if settings.workers == 1 else RouteMap.load(settings.route_map_extra)
     except RouteMapError as error:
         print(f"invalid route map: {error}", file=sys.stderr)
         return 2

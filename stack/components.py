@@ -131,7 +131,7 @@ def keycloak(layout: Layout, java_home: Path, admin_password: str) -> Component:
             "MLFLOW_GATE_PUBLIC_URL": url(GATEWAY_PORT),
         },
         probe=HEALTH["keycloak"],
-        timeout=240,
+        timeout=600,
         log=state / "keycloak.log",
         cwd=home,
     )
@@ -208,7 +208,7 @@ def mlflow(
             str(workers),
         ],
         probe=mlflow_probe(instance),
-        timeout=180,
+        timeout=400,
         log=state / "mlflow.log",
         cwd=state,
     )

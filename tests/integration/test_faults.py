@@ -29,6 +29,7 @@ from stack.layout import Layout
 
 from .mixed_load import API, MixedLoad, Progress, Record
 from .realm_client import RealmClient, gate_counter
+from .test_header_spoofing import RecordingGateway, recording_gateway  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,11 @@ RECOVERY_SECONDS = 5.0
 @pytest.fixture(scope="module")
 def layout(stack: dict[str, Any]) -> Layout:
     return Layout.discover()
+
+
+@pytest.fixture(scope="module")
+def realm(stack: dict[str, Any]) -> RealmClient:
+    return RealmClient(stack)
 
 
 def ready(stack: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -89,6 +95,14 @@ def uncached_question(stack: dict[str, Any], token: str) -> httpx.Response:
     )
 
 
+def issues_tokens(load: MixedLoad) -> bool:
+    try:
+        load.tokens.fetch("carol")
+    except httpx.HTTPError:
+        return False
+    return True
+
+
 def phase(name: str, progress: Progress, began: float) -> None:
     records = progress.since(began)
     print(f"  {name}: {len(records)} responses, statuses {sorted({r.status for r in records})}", flush=True)
@@ -108,6 +122,7 @@ def keycloak_command(layout: Layout) -> tuple[list[str], dict[str, str], Path]:
 
 def test_redis_and_keycloak_faults_under_mixed_load(stack: dict[str, Any], layout: Layout) -> None:
     load = MixedLoad.prepare(stack)
+    load.concurrency = 16  # 4 workers at MLflow's pace, 12 sending forbidden requests
     alice = load.tokens.fetch("alice")
     keycloak_health = components.HEALTH["keycloak"]
     assert ready(stack)[1]["status"] == "ok"
@@ -168,7 +183,9 @@ def test_redis_and_keycloak_faults_under_mixed_load(stack: dict[str, Any], layou
         cached = allowed_bearer(progress.since(began + 1.0))
         assert [r for r in cached if r.status == 200], "cached decisions were not honoured"
         procs.start(layout, "keycloak", command, log, environ, cwd)
-        wait_for(keycloak_health, 240, "Keycloak to start again")
+        timings["keycloak start"] = wait_for(keycloak_health, 240, "Keycloak to start again")
+        # Back means serving: a freshly booted Keycloak's first token requests can take seconds.
+        timings["keycloak ready -> issues tokens"] = wait_for(lambda: issues_tokens(load), 60, "Keycloak tokens")
         phase("Keycloak stopped and starting", progress, began)
         returned = time.monotonic()
         timings["keycloak back -> ready ok"] = wait_for(readiness_is(stack, 200, "ok"), RECOVERY_SECONDS, "recovery")
@@ -187,9 +204,8 @@ def test_redis_and_keycloak_faults_under_mixed_load(stack: dict[str, Any], layou
 
 
 def test_audit_lines_metrics_and_access_log_for_each_kind_of_answer(
-    stack: dict[str, Any], layout: Layout
+    stack: dict[str, Any], layout: Layout, realm: RealmClient
 ) -> None:
-    realm = RealmClient(stack)
     username, password = realm.create_user("audited", ["Default"])
     token = realm.token(username, password)
     gateway = stack["gateway_url"]
@@ -258,3 +274,18 @@ def test_audit_lines_metrics_and_access_log_for_each_kind_of_answer(
         assert not re.search(r"Bearer [A-Za-z0-9._~+/-]{16}|mlflow_gate_session=|eyJ[A-Za-z0-9_-]{10}", text), where
         leaked = [value[:6] + "..." for value in secrets_used if value in text]
         assert not leaked, f"secrets in the {where}: {leaked}"
+
+
+def test_mlflow_gets_the_request_id_of_the_audit_line(
+    recording_gateway: RecordingGateway, realm: RealmClient, layout: Layout
+) -> None:
+    _, seen = recording_gateway.send(
+        "GET",
+        f"{API}/experiments/search?max_results=1",
+        [("Authorization", f"Bearer {realm.token('bob')}"), ("X-Request-Id", "chosen-by-the-client")],
+    )
+    [request_id] = seen.values("X-Request-Id")
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id), "NGINX's $request_id replaces the client's"
+    audit_lines = [json.loads(line) for line in (layout.state / "gate" / "audit.log").read_text().splitlines()]
+    [line] = [line for line in audit_lines if line["request_id"] == request_id]
+    assert (line["user"], line["verdict"], line["path"]) == ("bob", "allowed", f"{API}/experiments/search")

@@ -19,6 +19,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from authz_service.__main__ import prepare_multiprocess_dir
 from authz_service.app import create_app
+from authz_service.audit import AuditLog
+from authz_service.audit import Request as AuditRequest
+from authz_service.checks import Verdict
 from authz_service.health import Readiness
 from authz_service.keycloak_calls import KeycloakTransport
 from authz_service.metrics import Metrics
@@ -305,3 +308,16 @@ def test_grafana_dashboard_only_uses_metrics_the_gate_exports() -> None:
         for sample_name in (family.name, f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count")
     }
     assert used and used <= exported, used - exported
+
+
+def test_audit_file_is_opened_again_after_logrotate_moved_it(tmp_path: Path) -> None:
+    clock = [0.0]
+    path = tmp_path / "audit.log"
+    log = AuditLog(str(path), clock=lambda: clock[0])
+    request = AuditRequest("id-1", "192.0.2.1", "GET", "/health", time.perf_counter())
+    log.record(request, Verdict(200, outcome="public"), "")
+    path.rename(tmp_path / "audit.log.1")
+    clock[0] = 1.0
+    log.record(request, Verdict(200, outcome="public"), "")
+    assert len((tmp_path / "audit.log.1").read_text().splitlines()) == 1
+    assert json.loads(path.read_text())["verdict"] == "public"

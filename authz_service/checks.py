@@ -107,22 +107,21 @@ class Checker:
         except SigningKeysUnavailable as error:
             log.error("cannot check tokens: %s", error)
             return Verdict(503, outcome="unavailable", reason="signing keys unavailable", permission=wanted)
-        verdict = await self._decide(identity, route)
-        return replace(verdict, permission=wanted, user=identity.username, client=identity.client)
+        return await self._decide(identity, route, wanted)
 
-    async def _decide(self, identity: Identity, permission: Permission) -> Verdict:
+    async def _decide(self, identity: Identity, permission: Permission, wanted: str) -> Verdict:
+        who = {"permission": wanted, "user": identity.username, "client": identity.client}
         try:
             allowed = await self._authorizer.is_allowed(identity, permission)
         except TokenRejected as error:
             self._metrics.token_refusals.labels("rejected_by_keycloak").inc()
-            return self._unauthenticated("invalid_token", f"Keycloak rejected the token: {error}")
+            return replace(self._unauthenticated("invalid_token", f"Keycloak rejected the token: {error}"), **who)
         except KeycloakUnavailable as error:
-            log.error("no decision for %s on %s#%s: %s", identity.username, permission.resource, permission.scope, error)
-            return Verdict(503, outcome="unavailable", reason="Keycloak unavailable")
-        wanted = f"{permission.resource}#{permission.scope}"
+            log.error("no decision for %s on %s: %s", identity.username, wanted, error)
+            return Verdict(503, outcome="unavailable", reason="Keycloak unavailable", **who)
         if not allowed:
             log.info("denied %s %s", identity.username, wanted)
-            return self._forbidden("denied", f"user {identity.username} lacks permission {wanted}")
+            return replace(self._forbidden("denied", f"user {identity.username} lacks permission {wanted}"), **who)
         return Verdict(
             200,
             {
@@ -132,6 +131,7 @@ class Checker:
             },
             outcome="allowed",
             reason="granted by Keycloak",
+            **who,
         )
 
     def _unauthenticated(self, error: str | None, description: str) -> Verdict:

@@ -6,6 +6,8 @@ the X-Original-* headers that NGINX sets.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +32,7 @@ from .metrics import CONTENT_TYPE, Metrics
 from .oidc import OidcClient
 from .origin import public_origin
 from .redis_breaker import Breaker, GuardedRedis
+from .revocation import EventsSource, KeycloakEvents, Revocation
 from .routes import RouteMap
 from .sessions import KeyValue, SessionStore
 from .settings import LOG_FORMAT, Settings
@@ -49,6 +52,7 @@ class Components:
     redis: Redis | None
     keys: SigningKeys
     uma: UmaClient
+    revocation: Revocation
     authorizer: Authorizer
     checker: Checker
     metrics: Metrics
@@ -65,7 +69,9 @@ class Components:
         routes: RouteMap,
         transport: httpx.AsyncBaseTransport | None = None,
         redis: Redis | None = None,
+        events: EventsSource | None = None,
     ) -> Components:
+        """`events` replaces Keycloak's event API (tests); by default it is read when revocation is on."""
         metrics = Metrics(str(settings.metrics_dir) if settings.metrics_dir else None)
         if transport is None:
             transport = httpx.AsyncHTTPTransport(
@@ -87,7 +93,25 @@ class Components:
         keys = SigningKeys(http, settings.jwks_url, settings.jwks_min_refresh_interval)
         uma = UmaClient(http, settings.token_url, settings.client_id)
         cache = DecisionCache(settings.cache_max_ttl, settings.cache_size, redis)
-        authorizer = Authorizer(cache, uma)
+        if events is None and settings.revocation_enabled:
+            events = KeycloakEvents(
+                settings.keycloak_url,
+                settings.realm,
+                settings.client_id,
+                str(settings.client_secret),
+                str(settings.keycloak_ca_file) if settings.keycloak_ca_file else True,
+                settings.keycloak_timeout,
+                metrics,
+            )
+        revocation = Revocation(
+            events,
+            settings.revocation_poll,
+            settings.revocation_max_delay,
+            # The oldest decision a cache may hold: its lifetime plus the Keycloak call it waited for.
+            lookback=settings.cache_max_ttl + settings.keycloak_timeout,
+            metrics=metrics,
+        )
+        authorizer = Authorizer(cache, uma, revocation)
         tokens = TokenValidator(keys, settings.issuer, settings.audience)
         checker = Checker(settings.realm, routes, tokens, authorizer, metrics)
         sessions = signin = None
@@ -95,18 +119,19 @@ class Components:
             oidc = OidcClient(http, settings)
             sessions = SessionStore(KeyValue(redis), oidc, settings.session_lifetime, metrics=metrics)
             signin = SignIn(settings, oidc, sessions, tokens, metrics)
-        readiness = Readiness(http, settings.jwks_url, settings.token_url, redis)
+        readiness = Readiness(http, settings.jwks_url, settings.token_url, redis, revocation)
         credentials = CredentialSources(
             sessions,
             _basic_login(settings, http, redis),
             public_origin(settings.public_url) if settings.public_url else None,
         )
         return cls(
-            http, redis, keys, uma, authorizer, checker, metrics, sessions, signin, readiness,
+            http, redis, keys, uma, revocation, authorizer, checker, metrics, sessions, signin, readiness,
             audit.AuditLog(settings.audit_log), credentials,
         )
 
     async def close(self) -> None:
+        await self.revocation.close()
         await self.http.aclose()
         if self.redis is not None:
             await self.redis.aclose()
@@ -124,13 +149,23 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     redis: Redis | None = None,
+    events: EventsSource | None = None,
 ) -> FastAPI:
     routes = RouteMap.load(settings.route_map_extra)
-    components = Components.build(settings, routes, transport, redis)
+    components = Components.build(settings, routes, transport, redis, events)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if components.revocation.enabled:
+            poller = asyncio.create_task(components.revocation.run(), name="revocation-poller")
+        else:
+            log.warning("revocation polling is off: a rights change waits for cached decisions to expire")
+            poller = None
         yield
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
         await components.close()
 
     check = CheckEndpoint(

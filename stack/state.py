@@ -54,6 +54,16 @@ def document(layout: Layout, admin_password: str) -> dict[str, Any]:
     }
 
 
+def single_topology() -> dict[str, Any]:
+    """The instance lists of the default stack, so clients read both topologies alike."""
+    return {
+        "topology": "single",
+        "gateway_urls": [url(GATEWAY_PORT)],
+        "gate_urls": [url(GATE_PORT)],
+        "mlflow_urls": [url(MLFLOW_PORT)],
+    }
+
+
 def write(layout: Layout, stack: dict[str, Any]) -> None:
     """Written last by `up`, and readable only by the owner (it holds the admin password)."""
     layout.stack_json.write_text(json.dumps(stack, indent=2) + "\n")

@@ -70,7 +70,11 @@ def _benchmark(layout: Layout, quick: bool, output: Path) -> int:
         print(f"[{(datetime.now(UTC) - started).total_seconds():5.0f} s] {text}", flush=True)
 
     results = run.run(layout, stack, plan, say)
-    print(report.write(output, layout, results, plan, quick, started))
+    text = report.write(output, layout, results, plan, quick, started)
+    print(text)
+    if not quick and output == RESULTS:
+        report.copy_to_readme(layout.repo / "README.md", text)
+        say("copied the tables into README.md (Benchmarks)")
     say(f"wrote {output}")
     return 0
 

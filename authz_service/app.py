@@ -17,6 +17,7 @@ from fastapi.responses import PlainTextResponse
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from . import workspaces
 from .cache import DecisionCache
 from .checks import Checker, CredentialsUnavailable
 from .decisions import Authorizer
@@ -68,7 +69,7 @@ class Components:
         authorizer = Authorizer(cache, uma)
         metrics = Metrics()
         tokens = TokenValidator(keys, settings.issuer, settings.audience)
-        checker = Checker(settings.realm, routes, tokens, authorizer, metrics)
+        checker = Checker(settings.realm, routes, tokens, authorizer, metrics, settings.workspaces)
         sessions = signin = None
         if settings.sso_enabled:
             oidc = OidcClient(http, settings)
@@ -115,7 +116,8 @@ def create_app(
                 raise CredentialsUnavailable(str(error)) from error
 
         signin = signin_location(uri) if components.signin and is_navigation(method, request) else None
-        verdict = await components.checker.check(method, uri, credentials, signin)
+        workspace_headers = request.headers.getlist(workspaces.HEADER)
+        verdict = await components.checker.check(method, uri, credentials, signin, workspace_headers)
         return Response(status_code=verdict.status, headers=verdict.headers)
 
     if components.signin is not None:

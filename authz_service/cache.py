@@ -24,12 +24,25 @@ from .tokens import Identity
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mlflow-gate:decision:v1:"
+GRANTS_PREFIX = "mlflow-gate:grants:v1:"
 
 
 @dataclass(frozen=True)
 class CachedDecision:
     allowed: bool
     expires_at: float
+
+
+@dataclass(frozen=True)
+class CachedGrants:
+    grants: frozenset[str]
+    expires_at: float
+
+
+def grants_key(identity: Identity) -> str:
+    """A user's whole permission set (workspaces on), keyed like a decision minus the question."""
+    material = json.dumps([identity.subject, sorted(identity.roles), identity.client])
+    return GRANTS_PREFIX + hashlib.sha256(material.encode()).hexdigest()
 
 
 def decision_key(identity: Identity, permission: Permission) -> str:
@@ -53,13 +66,13 @@ class DecisionCache:
         self._max_ttl = max_ttl
         self._redis = redis
         self._clock = clock
-        self._memory: TLRUCache[str, CachedDecision] = TLRUCache(
+        self._memory: TLRUCache[str, CachedDecision | CachedGrants] = TLRUCache(
             maxsize=size, ttu=lambda _key, value, _now: value.expires_at, timer=clock
         )
 
     async def get(self, key: str) -> bool | None:
         cached = self._memory.get(key)
-        if cached is not None:
+        if isinstance(cached, CachedDecision):
             return cached.allowed
         if self._redis is None:
             return None
@@ -79,14 +92,39 @@ class DecisionCache:
         expires_at = min(now + self._max_ttl, token_expires_at)
         if expires_at <= now:
             return
-        decision = CachedDecision(allowed, expires_at)
-        self._memory[key] = decision
+        self._memory[key] = CachedDecision(allowed, expires_at)
+        await self._write(key, f"{int(allowed)}:{expires_at}", expires_at - now)
+
+    async def get_grants(self, key: str) -> frozenset[str] | None:
+        cached = self._memory.get(key)
+        if isinstance(cached, CachedGrants):
+            return cached.grants
+        if self._redis is None:
+            return None
+        try:
+            raw = await self._redis.get(key)
+        except RedisError as error:
+            log.warning("decision cache: Redis read failed, asking Keycloak: %s", error)
+            return None
+        entry = _decode_grants(raw)
+        if entry is None or entry.expires_at <= self._clock():
+            return None
+        self._memory[key] = entry
+        return entry.grants
+
+    async def put_grants(self, key: str, grants: frozenset[str], token_expires_at: float) -> None:
+        now = self._clock()
+        expires_at = min(now + self._max_ttl, token_expires_at)
+        if expires_at <= now:
+            return
+        self._memory[key] = CachedGrants(grants, expires_at)
+        await self._write(key, json.dumps({"expires_at": expires_at, "grants": sorted(grants)}), expires_at - now)
+
+    async def _write(self, key: str, value: str, ttl: float) -> None:
         if self._redis is None:
             return
         try:
-            await self._redis.set(
-                key, f"{int(allowed)}:{expires_at}", px=max(1, int((expires_at - now) * 1000))
-            )
+            await self._redis.set(key, value, px=max(1, int(ttl * 1000)))
         except RedisError as error:
             log.warning("decision cache: Redis write failed: %s", error)
 
@@ -99,4 +137,14 @@ def _decode(raw: bytes | str | None) -> CachedDecision | None:
     try:
         return CachedDecision(allowed == "1", float(expires_at))
     except ValueError:
+        return None
+
+
+def _decode_grants(raw: bytes | str | None) -> CachedGrants | None:
+    if raw is None:
+        return None
+    try:
+        entry = json.loads(raw)
+        return CachedGrants(frozenset(str(grant) for grant in entry["grants"]), float(entry["expires_at"]))
+    except (ValueError, TypeError, KeyError):
         return None

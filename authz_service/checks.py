@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from . import workspaces
 from .decisions import Authorizer
 from .metrics import Metrics
 from .routes import Permission, Public, Refusal, RouteMap
@@ -45,22 +46,32 @@ class Checker:
         tokens: TokenValidator,
         authorizer: Authorizer,
         metrics: Metrics,
+        workspaces_enabled: bool = False,
     ) -> None:
         self._realm = realm
+        self._workspaces_enabled = workspaces_enabled
         self._routes = routes
         self._tokens = tokens
         self._authorizer = authorizer
         self._metrics = metrics
 
-    async def check(self, method: str, uri: str, credentials: Credentials, signin: str | None = None) -> Verdict:
-        """`signin` is where to send a browser navigation that turns out to be unauthenticated."""
-        verdict = await self._check(method, uri, credentials)
+    async def check(
+        self,
+        method: str,
+        uri: str,
+        credentials: Credentials,
+        signin: str | None = None,
+        workspace_headers: Sequence[str] = (),
+    ) -> Verdict:
+        """`signin` is where to send a browser navigation that turns out to be unauthenticated;
+        `workspace_headers` are the request's X-MLFLOW-WORKSPACE values (read with workspaces on)."""
+        verdict = await self._check(method, uri, credentials, workspace_headers)
         self._metrics.checks[str(verdict.status)] += 1
         if verdict.status == 401 and signin is not None:
             return Verdict(401, {**verdict.headers, "X-Gate-Signin": signin})
         return verdict
 
-    async def _check(self, method: str, uri: str, credentials: Credentials) -> Verdict:
+    async def _check(self, method: str, uri: str, credentials: Credentials, workspace_headers: Sequence[str]) -> Verdict:
         if not method or not uri:
             return self._forbidden("the gate was called without the original method and URI")
         route = self._routes.classify(method, uri)
@@ -69,6 +80,13 @@ class Checker:
         if isinstance(route, Refusal):
             log.warning("refused unmapped or ambiguous request: %s", route.reason)
             return self._forbidden(route.reason)
+        workspace = None
+        if self._workspaces_enabled:
+            try:
+                workspace = workspaces.requested_workspace(workspace_headers)
+            except workspaces.InvalidWorkspace as error:
+                return self._forbidden(str(error))
+            route = workspaces.permission_in(workspace, method, uri, route)
         try:
             token = await credentials()
         except CredentialsUnavailable as error:
@@ -83,11 +101,14 @@ class Checker:
         except SigningKeysUnavailable as error:
             log.error("cannot check tokens: %s", error)
             return Verdict(503)
-        return await self._decide(identity, route)
+        return await self._decide(identity, route, workspace)
 
-    async def _decide(self, identity: Identity, permission: Permission) -> Verdict:
+    async def _decide(self, identity: Identity, permission: Permission, workspace: str | None) -> Verdict:
         try:
-            allowed = await self._authorizer.is_allowed(identity, permission)
+            if workspace is None:
+                allowed = await self._authorizer.is_allowed(identity, permission)
+            else:
+                allowed = workspaces.is_granted(await self._authorizer.grants(identity), permission)
         except TokenRejected as error:
             return self._unauthenticated("invalid_token", f"Keycloak rejected the token: {error}")
         except KeycloakUnavailable as error:
@@ -97,14 +118,14 @@ class Checker:
         if not allowed:
             log.info("denied %s %s", identity.username, wanted)
             return self._forbidden(f"user {identity.username} lacks permission {wanted}")
-        return Verdict(
-            200,
-            {
-                "X-Auth-Request-User": _header_value(identity.username),
-                "X-Auth-Request-Email": _header_value(identity.email or ""),
-                "X-Auth-Request-Roles": _header_value(",".join(sorted(identity.roles))),
-            },
-        )
+        headers = {
+            "X-Auth-Request-User": _header_value(identity.username),
+            "X-Auth-Request-Email": _header_value(identity.email or ""),
+            "X-Auth-Request-Roles": _header_value(",".join(sorted(identity.roles))),
+        }
+        if workspace is not None:
+            headers[workspaces.RESPONSE_HEADER] = workspace
+        return Verdict(200, headers)
 
     def _unauthenticated(self, error: str | None, description: str) -> Verdict:
         challenge = f'Bearer realm="{self._realm}"'

@@ -41,6 +41,7 @@ class Settings:
     keycloak_timeout: float
     keycloak_ca_file: Path | None
     route_map_extra: tuple[Path, ...]
+    workspaces: bool
     session_lifetime: float
     log_level: str
     host: str
@@ -90,6 +91,7 @@ class Settings:
             keycloak_timeout=env.get("GATE_KEYCLOAK_TIMEOUT", 5.0, _positive_float),
             keycloak_ca_file=env.optional("GATE_KEYCLOAK_CA_FILE", _existing_file),
             route_map_extra=env.get("GATE_ROUTE_MAP_EXTRA", (), _existing_files),
+            workspaces=env.get("GATE_WORKSPACES", False, _on_off),
             session_lifetime=env.get("GATE_SESSION_LIFETIME", 8 * 3600.0, _positive_float),
             log_level=env.get("GATE_LOG_LEVEL", "INFO", _log_level),
             host=env.get("GATE_HOST", "127.0.0.1", _non_empty),
@@ -175,6 +177,13 @@ def _port(raw: str) -> int:
     if not 0 < value < 65536:
         raise ValueError("must be a TCP port (1-65535)")
     return value
+
+
+def _on_off(raw: str) -> bool:
+    value = raw.lower()
+    if value not in ("on", "off", "true", "false", "1", "0"):
+        raise ValueError("expected on or off")
+    return value in ("on", "true", "1")
 
 
 def _log_level(raw: str) -> str:

@@ -21,6 +21,7 @@ from .layout import (
     MLFLOW_PORT,
     REALM,
     REDIS_PORT,
+    WORKSPACES,
     Layout,
     url,
 )
@@ -162,6 +163,7 @@ def mlflow(layout: Layout) -> Component:
             # Two workers serve a test stack well and halve MLflow's memory on small boxes.
             "--workers",
             "2",
+            *(["--enable-workspaces"] if WORKSPACES else []),
         ],
         timeout=180,
         log=state / "mlflow.log",
@@ -187,6 +189,7 @@ def gate(layout: Layout) -> Component:
             "GATE_PUBLIC_URL": url(GATEWAY_PORT),
             "GATE_REDIS_URL": f"redis://{HOST}:{REDIS_PORT}/0",
             "GATE_LOG_LEVEL": "INFO",
+            "GATE_WORKSPACES": "on" if WORKSPACES else "off",
         },
         timeout=60,
         log=state / "gate.log",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -119,6 +119,27 @@ def create_app(
         workspace_headers = request.headers.getlist(workspaces.HEADER)
         verdict = await components.checker.check(method, uri, credentials, signin, workspace_headers)
         return Response(status_code=verdict.status, headers=verdict.headers)
+
+    @app.get("/_gate/workspaces/{target:path}")
+    async def workspace_listing(request: Request, target: str) -> Response:
+        """MLflow's workspace listing, cut down to what the check said the caller may read.
+
+        NGINX routes an allowed listing here instead of to MLflow, with the check's answer in
+        X-Gate-Readable-Workspaces (a header no client can set: NGINX replaces it).
+        """
+        readable = request.headers.get(workspaces.READABLE_HEADER.lower())
+        uri = "/" + target + (f"?{request.url.query}" if request.url.query else "")
+        if readable is None or settings.mlflow_url is None or not workspaces.is_listing("GET", uri):
+            return Response(status_code=403)
+        try:
+            upstream = await components.http.get(settings.mlflow_url + uri)
+            body = upstream.json()
+        except (httpx.HTTPError, ValueError) as error:
+            log.error("workspace listing: MLflow did not answer: %s", error)
+            return Response(status_code=503)
+        if upstream.status_code != 200:
+            return JSONResponse(body, status_code=upstream.status_code)
+        return JSONResponse(workspaces.filter_listing(body, readable))
 
     if components.signin is not None:
         app.include_router(components.signin.router())

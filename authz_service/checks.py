@@ -101,14 +101,17 @@ class Checker:
         except SigningKeysUnavailable as error:
             log.error("cannot check tokens: %s", error)
             return Verdict(503)
-        return await self._decide(identity, route, workspace)
+        return await self._decide(identity, route, workspace, workspaces.is_listing(method, uri))
 
-    async def _decide(self, identity: Identity, permission: Permission, workspace: str | None) -> Verdict:
+    async def _decide(self, identity: Identity, permission: Permission, workspace: str | None, listing: bool) -> Verdict:
+        readable = workspaces.ALL
         try:
             if workspace is None:
                 allowed = await self._authorizer.is_allowed(identity, permission)
             else:
-                allowed = workspaces.is_granted(await self._authorizer.grants(identity), permission)
+                grants = await self._authorizer.grants(identity)
+                allowed = workspaces.is_granted(grants, permission)
+                readable = workspaces.readable_header(grants)
         except TokenRejected as error:
             return self._unauthenticated("invalid_token", f"Keycloak rejected the token: {error}")
         except KeycloakUnavailable as error:
@@ -125,6 +128,8 @@ class Checker:
         }
         if workspace is not None:
             headers[workspaces.RESPONSE_HEADER] = workspace
+        if listing:
+            headers[workspaces.READABLE_HEADER] = readable
         return Verdict(200, headers)
 
     def _unauthenticated(self, error: str | None, description: str) -> Verdict:

@@ -42,6 +42,7 @@ class Settings:
     keycloak_ca_file: Path | None
     route_map_extra: tuple[Path, ...]
     workspaces: bool
+    mlflow_url: str | None
     session_lifetime: float
     log_level: str
     host: str
@@ -92,11 +93,14 @@ class Settings:
             keycloak_ca_file=env.optional("GATE_KEYCLOAK_CA_FILE", _existing_file),
             route_map_extra=env.get("GATE_ROUTE_MAP_EXTRA", (), _existing_files),
             workspaces=env.get("GATE_WORKSPACES", False, _on_off),
+            mlflow_url=env.optional("GATE_MLFLOW_URL", _http_url),
             session_lifetime=env.get("GATE_SESSION_LIFETIME", 8 * 3600.0, _positive_float),
             log_level=env.get("GATE_LOG_LEVEL", "INFO", _log_level),
             host=env.get("GATE_HOST", "127.0.0.1", _non_empty),
             port=env.get("GATE_PORT", 8090, _port),
         )
+        if settings.workspaces and settings.mlflow_url is None:
+            env.problems.append("GATE_MLFLOW_URL is required with GATE_WORKSPACES=on (the workspace listing asks MLflow)")
         env.raise_if_invalid()
         return settings
 

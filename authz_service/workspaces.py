@@ -13,7 +13,7 @@ the administration routes are not inside any workspace and keep their own resour
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -21,6 +21,9 @@ from .routes import Permission
 
 HEADER: Final = "x-mlflow-workspace"
 RESPONSE_HEADER: Final = "X-Gate-Workspace"
+READABLE_HEADER: Final = "X-Gate-Readable-Workspaces"
+"""On an allowed workspace listing: the names the caller may read, comma-separated, or `*`."""
+ALL: Final = "*"
 DEFAULT: Final = "default"
 RESOURCE_PREFIX: Final = "workspace:"
 UNSCOPED_RESOURCES: Final = frozenset({"ui", "administration"})
@@ -30,6 +33,8 @@ ADMINISTRATION: Final = Permission("administration", "manage")
 _NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _RESERVED: Final = frozenset({"workspaces", "api", "ajax-api", "static-files"})
 _ONE_WORKSPACE: Final = re.compile(r"/(?:api|ajax-api)/3\.0/mlflow/workspaces/([^/]+)")
+_LISTING: Final = re.compile(r"/(?:api|ajax-api)/3\.0/mlflow/workspaces")
+LISTING_PERMISSION: Final = Permission("ui", "read")
 
 
 class InvalidWorkspace(ValueError):
@@ -63,9 +68,12 @@ def resource(workspace: str) -> str:
 def permission_in(workspace: str, method: str, uri: str, permission: Permission) -> Permission:
     """The permission a request needs when workspaces are on.
 
-    Reading one workspace's description (GET .../workspaces/<name>) needs read on that workspace,
+    Listing workspaces needs only what opening the UI needs: the gate's listing endpoint answers
+    with the readable ones. Reading one workspace's description (GET .../workspaces/<name>) needs read on that workspace,
     whatever the header says; changing workspaces stays administration.
     """
+    if is_listing(method, uri):
+        return LISTING_PERMISSION
     if method in ("GET", "HEAD"):
         named = _ONE_WORKSPACE.fullmatch(urlsplit(uri).path)
         if named is not None and is_valid_name(named.group(1)):
@@ -86,6 +94,27 @@ def is_granted(grants: frozenset[str], permission: Permission) -> bool:
     return permission.resource.startswith(RESOURCE_PREFIX) and str(ADMINISTRATION) in grants
 
 
-def readable(grants: frozenset[str], names: Iterable[str]) -> list[str]:
-    """The workspaces among `names` that a user with `grants` may read, in the given order."""
-    return [name for name in names if is_granted(grants, Permission(resource(name), "read"))]
+
+
+def is_listing(method: str, uri: str) -> bool:
+    return method in ("GET", "HEAD") and _LISTING.fullmatch(urlsplit(uri).path) is not None
+
+
+def readable_header(grants: frozenset[str]) -> str:
+    """What the check tells the listing endpoint (through NGINX) the caller may see."""
+    if str(ADMINISTRATION) in grants:
+        return ALL
+    prefix, suffix = RESOURCE_PREFIX, "#read"
+    return ",".join(sorted(grant[len(prefix) : -len(suffix)] for grant in grants if grant.startswith(prefix) and grant.endswith(suffix)))
+
+
+def filter_listing(body: object, readable: str) -> object:
+    """MLflow's `{"workspaces": [{"name": ...}, ...]}` cut down to the readable workspaces."""
+    if readable == ALL:
+        return body
+    listed = body.get("workspaces") if isinstance(body, dict) else None
+    if not isinstance(listed, list):
+        return {"workspaces": []}
+    names = set(readable.split(","))
+    kept = [item for item in listed if isinstance(item, dict) and item.get("name") in names]
+    return {**body, "workspaces": kept}

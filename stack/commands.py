@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import components, install, procs, state
+from . import components, install, procs, state, workspaces
 from .components import HEALTH, Component
-from .layout import ALL_PORTS, HOST, Layout
+from .layout import ALL_PORTS, HOST, WORKSPACES, Layout
 
 Started = tuple[Component, procs.Running]
 
@@ -46,7 +46,10 @@ def up(layout: Layout) -> int:
             _wait(launched, began)
         _wait(_launch(layout, started, components.gate(layout)), began)
         _wait(_launch(layout, started, components.gateway(layout)), began)
-    except (procs.StartError, install.InstallError, KeyboardInterrupt) as error:
+        if WORKSPACES:
+            print("creating the demo workspaces", flush=True)
+            workspaces.create(layout, admin_password)
+    except (procs.StartError, install.InstallError, RuntimeError, KeyboardInterrupt) as error:
         print(f"\nstack start failed: {error or 'interrupted'}", flush=True)
         for component, _ in reversed(started):
             procs.stop(layout, component.name)

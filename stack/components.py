@@ -190,6 +190,7 @@ def gate(layout: Layout) -> Component:
             "GATE_REDIS_URL": f"redis://{HOST}:{REDIS_PORT}/0",
             "GATE_LOG_LEVEL": "INFO",
             "GATE_WORKSPACES": "on" if WORKSPACES else "off",
+            "GATE_MLFLOW_URL": url(MLFLOW_PORT),
         },
         timeout=60,
         log=state / "gate.log",

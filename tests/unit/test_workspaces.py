@@ -16,6 +16,8 @@ from authz_service.settings import Settings, SettingsError
 from .token_factory import ISSUER, JWKS_URL, Realm
 
 TOKEN_URL = f"{ISSUER}/protocol/openid-connect/token"
+MLFLOW = "http://mlflow.test:5000"
+LISTED = {"workspaces": [{"name": "default", "description": ""}, {"name": "team-a"}, {"name": "team-b"}, {"name": "rogue"}]}
 GRANTS = {
     "alice": [("administration", ["manage"]), ("ui", ["read"]), ("workspace:default", ["read", "delete"])],
     "bob": [("ui", ["read"]), ("workspace:default", ["read", "create", "update"]), ("workspace:team-a", ["read", "create", "update"])],
@@ -93,15 +95,18 @@ def test_unset_up_workspaces_are_administrators_only() -> None:
     assert not workspaces.is_granted(reader, Permission("workspace:rogue", "read"))
     assert workspaces.is_granted(administrator, Permission("workspace:rogue", "delete"))
     assert not workspaces.is_granted(administrator, Permission("ui", "read"))
-    assert workspaces.readable(reader, ["default", "team-a", "team-b"]) == ["team-a"]
+    assert workspaces.readable_header(reader | {"workspace:team-b#update"}) == "team-a"
+    assert workspaces.readable_header(administrator) == "*"
 
 
 def test_setting_is_on_or_off() -> None:
     base = {"GATE_KEYCLOAK_URL": "http://keycloak.test"}
     assert Settings.from_env(base).workspaces is False
-    assert Settings.from_env({**base, "GATE_WORKSPACES": "on"}).workspaces is True
+    assert Settings.from_env({**base, "GATE_WORKSPACES": "on", "GATE_MLFLOW_URL": MLFLOW}).workspaces is True
     with pytest.raises(SettingsError, match="GATE_WORKSPACES"):
         Settings.from_env({**base, "GATE_WORKSPACES": "maybe"})
+    with pytest.raises(SettingsError, match="GATE_MLFLOW_URL is required"):
+        Settings.from_env({**base, "GATE_WORKSPACES": "on"})
 
 
 class PermissionSetKeycloak:
@@ -115,6 +120,9 @@ class PermissionSetKeycloak:
     def handle(self, request: httpx.Request) -> httpx.Response:
         if request.url == JWKS_URL:
             return self.realm.handle(request)
+        if request.url.host == "mlflow.test":
+            assert request.url.path in ("/api/3.0/mlflow/workspaces", "/ajax-api/3.0/mlflow/workspaces")
+            return httpx.Response(200, json=LISTED)
         assert request.url == TOKEN_URL
         form = parse_qs(request.content.decode())
         self.forms.append(form)
@@ -133,7 +141,9 @@ def keycloak() -> PermissionSetKeycloak:
 
 @pytest.fixture
 def client(keycloak: PermissionSetKeycloak) -> TestClient:
-    settings = Settings.from_env({"GATE_KEYCLOAK_URL": "http://keycloak.test", "GATE_WORKSPACES": "on"})
+    settings = Settings.from_env(
+        {"GATE_KEYCLOAK_URL": "http://keycloak.test", "GATE_WORKSPACES": "on", "GATE_MLFLOW_URL": MLFLOW}
+    )
     return TestClient(create_app(settings, transport=httpx.MockTransport(keycloak.handle)))
 
 
@@ -188,3 +198,22 @@ def test_one_keycloak_call_per_user_answers_every_workspace_and_permission(
     }
     check(client, keycloak, "erin", SEARCH, "team-a")
     assert len(keycloak.forms) == 2
+
+
+def test_listing_names_what_each_user_may_read_and_the_endpoint_filters_mlflows_answer(
+    client: TestClient, keycloak: PermissionSetKeycloak
+) -> None:
+    listing = ("GET", "/ajax-api/3.0/mlflow/workspaces")
+    readable = {user: check(client, keycloak, user, listing, "team-b").headers["x-gate-readable-workspaces"] for user in GRANTS}
+    assert readable == {"alice": "*", "bob": "default,team-a", "erin": "team-a"}
+
+    def listed(header: str | None) -> httpx.Response:
+        headers = {} if header is None else {"X-Gate-Readable-Workspaces": header}
+        return client.get("/_gate/workspaces/ajax-api/3.0/mlflow/workspaces", headers=headers)
+
+    assert [w["name"] for w in listed(readable["bob"]).json()["workspaces"]] == ["default", "team-a"]
+    assert listed(readable["erin"]).json() == {"workspaces": [{"name": "team-a"}]}
+    assert listed("*").json() == LISTED
+    assert listed("").json() == {"workspaces": []}
+    assert listed(None).status_code == 403
+    assert client.get("/_gate/workspaces/api/2.0/mlflow/experiments/search", headers={"X-Gate-Readable-Workspaces": "*"}).status_code == 403

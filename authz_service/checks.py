@@ -86,7 +86,9 @@ class Checker:
                 workspace = workspaces.requested_workspace(workspace_headers)
             except workspaces.InvalidWorkspace as error:
                 return self._forbidden(str(error))
-            route = workspaces.permission_in(workspace, method, uri, route)
+            needed = workspaces.permission_in(workspace, method, uri, route)
+        else:
+            needed = route
         try:
             token = await credentials()
         except CredentialsUnavailable as error:
@@ -101,9 +103,13 @@ class Checker:
         except SigningKeysUnavailable as error:
             log.error("cannot check tokens: %s", error)
             return Verdict(503)
-        return await self._decide(identity, route, workspace, workspaces.is_listing(method, uri))
+        wanted = str(route) if workspace is None else workspaces.describe(route, needed)
+        return await self._decide(identity, needed, wanted, workspace, workspaces.is_listing(method, uri))
 
-    async def _decide(self, identity: Identity, permission: Permission, workspace: str | None, listing: bool) -> Verdict:
+    async def _decide(
+        self, identity: Identity, permission: Permission, wanted: str, workspace: str | None, listing: bool
+    ) -> Verdict:
+        """`wanted` names the permission in refusals; `workspace` is set when workspaces are on."""
         readable = workspaces.ALL
         try:
             if workspace is None:
@@ -111,13 +117,13 @@ class Checker:
             else:
                 grants = await self._authorizer.grants(identity)
                 allowed = workspaces.is_granted(grants, permission)
-                readable = workspaces.readable_header(grants)
+                if listing:
+                    readable = workspaces.readable_header(grants)
         except TokenRejected as error:
             return self._unauthenticated("invalid_token", f"Keycloak rejected the token: {error}")
         except KeycloakUnavailable as error:
             log.error("no decision for %s on %s#%s: %s", identity.username, permission.resource, permission.scope, error)
             return Verdict(503)
-        wanted = f"{permission.resource}#{permission.scope}"
         if not allowed:
             log.info("denied %s %s", identity.username, wanted)
             return self._forbidden(f"user {identity.username} lacks permission {wanted}")

@@ -83,6 +83,13 @@ def permission_in(workspace: str, method: str, uri: str, permission: Permission)
     return Permission(resource(workspace), permission.scope)
 
 
+def describe(route: Permission, needed: Permission) -> str:
+    """The permission a refusal names: the route's own, and the workspace it was asked in."""
+    if needed.resource.startswith(RESOURCE_PREFIX) and needed.scope == route.scope and route.resource not in UNSCOPED_RESOURCES:
+        return f"{route} in workspace {needed.resource.removeprefix(RESOURCE_PREFIX)}"
+    return str(needed)
+
+
 def is_granted(grants: frozenset[str], permission: Permission) -> bool:
     """Decide from the user's whole permission set (one Keycloak answer per user).
 

@@ -115,7 +115,7 @@ def test_bob_edits_team_a_but_deletes_nothing_and_reaches_nothing_in_team_b(
     for prefix in PREFIXES:
         response = call(stack, tokens["bob"], "POST", f"{prefix}/2.0/mlflow/runs/delete", "team-a", json={"run_id": made["run_id"]})
         assert response.status_code == 403
-        assert response.json()["message"].endswith("lacks permission workspace:team-a#delete")
+        assert response.json()["message"].endswith("lacks permission runs#delete in workspace team-a")
     with acting(stack, tokens["bob"], "team-b") as client:
         refused(lambda: client.search_experiments())
         refused(lambda: client.create_experiment(f"bob-{secrets.token_hex(3)}"))

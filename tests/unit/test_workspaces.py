@@ -87,6 +87,14 @@ def test_reading_one_workspace_needs_read_on_the_named_workspace_not_the_header(
     assert workspaces.permission_in("team-a", "GET", "/api/3.0/mlflow/workspaces/Team-B", admin) == admin
 
 
+def test_refusals_name_the_routes_permission_and_the_workspace() -> None:
+    route = Permission("runs", "delete")
+    assert workspaces.describe(route, Permission("workspace:team-a", "delete")) == "runs#delete in workspace team-a"
+    admin = Permission("administration", "manage")
+    assert workspaces.describe(admin, Permission("workspace:team-b", "read")) == "workspace:team-b#read"
+    assert workspaces.describe(admin, admin) == "administration#manage"
+
+
 def test_unset_up_workspaces_are_administrators_only() -> None:
     reader = frozenset({"workspace:team-a#read"})
     administrator = frozenset({"administration#manage"})
@@ -174,7 +182,7 @@ def test_levels_per_workspace(client: TestClient, keycloak: PermissionSetKeycloa
     assert check(client, keycloak, "erin", SEARCH).status_code == 403
     assert check(client, keycloak, "alice", DELETE, "rogue-workspace").status_code == 200
     refused = check(client, keycloak, "bob", SEARCH, "team-b")
-    assert refused.headers["x-gate-reason"] == "user bob lacks permission workspace:team-b#read"
+    assert refused.headers["x-gate-reason"] == "user bob lacks permission experiments#read in workspace team-b"
     assert "x-gate-workspace" not in refused.headers
 
 

@@ -9,7 +9,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY authz_service ./authz_service
-COPY mlflow_gate_client ./mlflow_gate_client
 RUN pip install . && rm -rf /src
 
 RUN useradd --system --uid 10001 --no-create-home gate

@@ -105,27 +105,32 @@ def ensure_keycloak(layout: Layout) -> Path:
 
 
 def ensure_venv(layout: Layout) -> None:
-    """Create the venv and `pip install -e <repo>[stack,test]` when pyproject.toml changed.
+    """Create the venv and install the gate (`-e <repo>[stack,test]`) and the client distribution
+    (`-e <repo>/clients/python`) when either pyproject.toml changed.
 
     The stamp hashes the repository path too: the venv is shared by checkouts, and an
     editable install points at exactly one of them.
     """
-    pyproject = layout.repo / "pyproject.toml"
-    if not pyproject.exists():
-        raise InstallError(f"{pyproject} is missing")
+    pyprojects = [layout.repo / "pyproject.toml", layout.client_repo / "pyproject.toml"]
+    missing = [str(path) for path in pyprojects if not path.exists()]
+    if missing:
+        raise InstallError(f"{', '.join(missing)} missing")
     stamp = layout.venv / ".mlflow-gate-install.sha256"
-    digest = hashlib.sha256(str(layout.repo).encode() + b"\0" + pyproject.read_bytes()).hexdigest()
-    if layout.venv_python.exists() and stamp.exists() and stamp.read_text().strip() == digest:
+    digest = hashlib.sha256(str(layout.repo).encode())
+    for path in pyprojects:
+        digest.update(b"\0" + path.read_bytes())
+    if layout.venv_python.exists() and stamp.exists() and stamp.read_text().strip() == digest.hexdigest():
         return
     if not layout.venv_python.exists():
         print(f"creating venv {layout.venv}", flush=True)
         if subprocess.run([sys.executable, "-m", "venv", str(layout.venv)], check=False).returncode != 0:
             raise InstallError(f"could not create {layout.venv}")
-    print(f"installing {layout.repo}[stack,test] into {layout.venv}", flush=True)
+    print(f"installing {layout.repo}[stack,test] and {layout.client_repo} into {layout.venv}", flush=True)
     pip = [str(layout.venv_python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    if subprocess.run([*pip, "-e", f"{layout.repo}[stack,test]"], check=False).returncode != 0:
+    command = [*pip, "-e", f"{layout.repo}[stack,test]", "-e", str(layout.client_repo)]
+    if subprocess.run(command, check=False).returncode != 0:
         raise InstallError("pip install failed (see its output above)")
-    stamp.write_text(digest + "\n")
+    stamp.write_text(digest.hexdigest() + "\n")
 
 
 def ensure_helm(layout: Layout) -> Path:

@@ -81,6 +81,11 @@ class Layout:
         return self.state / "run"
 
     @property
+    def client_repo(self) -> Path:
+        """The MLflow client plugin's own distribution (mlflow-gate-client)."""
+        return self.repo / "clients" / "python"
+
+    @property
     def venv(self) -> Path:
         return self.cache / "venv"
 

@@ -72,6 +72,6 @@ def test_device_sign_in_then_the_mlflow_client_keeps_working(
 
     saved = json.loads(store.read_text())
     ((key, tokens),) = saved.items()
-    store.write_text(json.dumps({key: {**tokens, "access_expires_at": 0}}))
+    store.write_text(json.dumps({key: {**tokens, "access_expires_at": 0, "refresh_after": 0}}))
     assert client.get_experiment(experiment_id).lifecycle_stage == "active"
     assert json.loads(store.read_text())[key]["access_token"] != tokens["access_token"]

@@ -46,10 +46,7 @@ def up(layout: Layout) -> int:
             _wait(launched, began)
         _wait(_launch(layout, started, components.gate(layout)), began)
         _wait(_launch(layout, started, components.gateway(layout)), began)
-        if WORKSPACES:
-            print("creating the demo workspaces", flush=True)
-            workspaces.create(layout, admin_password)
-    except (procs.StartError, install.InstallError, RuntimeError, KeyboardInterrupt) as error:
+    except (procs.StartError, install.InstallError, KeyboardInterrupt) as error:
         print(f"\nstack start failed: {error or 'interrupted'}", flush=True)
         for component, _ in reversed(started):
             procs.stop(layout, component.name)
@@ -58,6 +55,14 @@ def up(layout: Layout) -> int:
 
     stack = state.document(layout, admin_password)
     state.write(layout, stack)
+    if WORKSPACES:
+        print("creating the demo workspaces with mlflow-gate-admin", flush=True)
+        try:
+            workspaces.create(layout, admin_password)
+        except RuntimeError as error:
+            # Left running so the failure can be looked at; a later `up` starts afresh.
+            print(f"\nthe stack is up but its demo workspaces are not: {error}", flush=True)
+            return 1
     _print_summary(layout, stack, time.monotonic() - began)
     return 0
 

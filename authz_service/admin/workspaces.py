@@ -297,13 +297,13 @@ class _Mlflow:
 
     def create(self, name: str, description: str) -> None:
         response = self._call("POST", "", {"name": name, "description": description})
-        if response.status_code == 200 or _error_code(response) == "RESOURCE_ALREADY_EXISTS":
+        if response.status_code in (200, 201) or _error_code(response) == "RESOURCE_ALREADY_EXISTS":
             return
         raise AdminError(f"MLflow refused to create workspace {name}: HTTP {response.status_code} {response.text[:200]}")
 
     def delete(self, name: str) -> None:
         response = self._call("DELETE", f"/{name}", None)
-        if response.status_code == 200 or _error_code(response) == "RESOURCE_DOES_NOT_EXIST":
+        if response.status_code in (200, 204) or _error_code(response) == "RESOURCE_DOES_NOT_EXIST":
             return
         raise AdminError(f"MLflow refused to delete workspace {name}: HTTP {response.status_code} {response.text[:200]}")
 

@@ -273,7 +273,7 @@ def test_listing_shows_only_readable_workspaces(stack: dict[str, Any], tokens: d
 def test_a_workspace_created_in_mlflow_alone_is_administrators_only(stack: dict[str, Any], tokens: dict[str, str]) -> None:
     name = f"rogue-{secrets.token_hex(3)}"
     created = call(stack, tokens["alice"], "POST", "/api/3.0/mlflow/workspaces", json={"name": name})
-    assert created.status_code == 200, created.text
+    assert created.status_code == 201, created.text
     search = "/api/2.0/mlflow/experiments/search?max_results=5"
     assert call(stack, tokens["alice"], "GET", search, name).status_code == 200
     for user in ("bob", "dave", "erin", "carol"):

@@ -103,13 +103,13 @@ class Checker:
         except SigningKeysUnavailable as error:
             log.error("cannot check tokens: %s", error)
             return Verdict(503)
-        wanted = str(route) if workspace is None else workspaces.describe(route, needed)
-        return await self._decide(identity, needed, wanted, workspace, workspaces.is_listing(method, uri))
+        return await self._decide(identity, route, needed, workspace, workspaces.is_listing(method, uri))
 
     async def _decide(
-        self, identity: Identity, permission: Permission, wanted: str, workspace: str | None, listing: bool
+        self, identity: Identity, route: Permission, permission: Permission, workspace: str | None, listing: bool
     ) -> Verdict:
-        """`wanted` names the permission in refusals; `workspace` is set when workspaces are on."""
+        """`permission` is what Keycloak is asked about: the route's own, or with workspaces on
+        (`workspace` set) the workspace's; refusals name both."""
         readable = workspaces.ALL
         try:
             if workspace is None:
@@ -125,6 +125,7 @@ class Checker:
             log.error("no decision for %s on %s#%s: %s", identity.username, permission.resource, permission.scope, error)
             return Verdict(503)
         if not allowed:
+            wanted = str(route) if workspace is None else workspaces.describe(route, permission)
             log.info("denied %s %s", identity.username, wanted)
             return self._forbidden(f"user {identity.username} lacks permission {wanted}")
         headers = {

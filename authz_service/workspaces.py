@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -69,18 +70,25 @@ def permission_in(workspace: str, method: str, uri: str, permission: Permission)
     """The permission a request needs when workspaces are on.
 
     Listing workspaces needs only what opening the UI needs: the gate's listing endpoint answers
-    with the readable ones. Reading one workspace's description (GET .../workspaces/<name>) needs read on that workspace,
-    whatever the header says; changing workspaces stays administration.
+    with the readable ones. Reading one workspace's description (GET .../workspaces/<name>) needs
+    read on that workspace, whatever the header says; changing workspaces stays administration.
     """
-    if is_listing(method, uri):
-        return LISTING_PERMISSION
-    if method in ("GET", "HEAD"):
-        named = _ONE_WORKSPACE.fullmatch(urlsplit(uri).path)
+    if "/workspaces" in uri and method in ("GET", "HEAD"):
+        path = urlsplit(uri).path
+        if _LISTING.fullmatch(path):
+            return LISTING_PERMISSION
+        named = _ONE_WORKSPACE.fullmatch(path)
         if named is not None and is_valid_name(named.group(1)):
             return Permission(resource(named.group(1)), "read")
     if permission.resource in UNSCOPED_RESOURCES:
         return permission
-    return Permission(resource(workspace), permission.scope)
+    return _in_workspace(workspace, permission.scope)
+
+
+@lru_cache(maxsize=4096)
+def _in_workspace(workspace: str, scope: str) -> Permission:
+    """Built once per workspace and scope: this runs on every request."""
+    return Permission(resource(workspace), scope)
 
 
 def describe(route: Permission, needed: Permission) -> str:
@@ -104,7 +112,7 @@ def is_granted(grants: frozenset[str], permission: Permission) -> bool:
 
 
 def is_listing(method: str, uri: str) -> bool:
-    return method in ("GET", "HEAD") and _LISTING.fullmatch(urlsplit(uri).path) is not None
+    return "/workspaces" in uri and method in ("GET", "HEAD") and _LISTING.fullmatch(urlsplit(uri).path) is not None
 
 
 def readable_header(grants: frozenset[str]) -> str:

@@ -7,25 +7,29 @@ the X-Original-* headers that NGINX sets.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import workspaces
-from .cache import DecisionCache
+from . import audit, workspaces
+from .cache import DecisionCache, lookup_layer
 from .checks import Checker, CredentialsUnavailable
 from .decisions import Authorizer
-from .metrics import Metrics
+from .health import Readiness
+from .keycloak_calls import KeycloakTransport
+from .metrics import CONTENT_TYPE, Metrics
 from .oidc import OidcClient
+from .redis_breaker import Breaker, GuardedRedis
 from .routes import RouteMap
 from .sessions import KeyValue, SessionStore
-from .settings import Settings
+from .settings import LOG_FORMAT, Settings
 from .signin import SESSION_COOKIE, SignIn, signin_location
 from .tokens import SigningKeys, TokenValidator
 from .uma import KeycloakUnavailable, UmaClient
@@ -46,6 +50,10 @@ class Components:
     metrics: Metrics
     sessions: SessionStore | None
     signin: SignIn | None
+    readiness: Readiness
+    audit: audit.AuditLog
+    mlflow: httpx.AsyncClient
+    """Only for the workspace listing; kept apart from the Keycloak client and its limits."""
 
     @classmethod
     def build(
@@ -55,32 +63,55 @@ class Components:
         transport: httpx.AsyncBaseTransport | None = None,
         redis: Redis | None = None,
     ) -> Components:
+        metrics = Metrics(str(settings.metrics_dir) if settings.metrics_dir else None)
+        raw_transport = transport
+        if transport is None:
+            transport = httpx.AsyncHTTPTransport(
+                verify=str(settings.keycloak_ca_file) if settings.keycloak_ca_file else True,
+                limits=httpx.Limits(
+                    max_connections=settings.keycloak_concurrency,
+                    max_keepalive_connections=settings.keycloak_concurrency,
+                ),
+            )
         http = httpx.AsyncClient(
             timeout=settings.keycloak_timeout,
-            verify=str(settings.keycloak_ca_file) if settings.keycloak_ca_file else True,
-            transport=transport,
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            transport=KeycloakTransport(
+                transport, metrics, settings.keycloak_concurrency, settings.keycloak_timeout
+            ),
         )
         if redis is None and settings.redis_url is not None:
-            redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+            breaker = Breaker(settings.redis_retry_interval, metrics.redis_breaker_trips.inc)
+            redis = GuardedRedis.connect(settings.redis_url, settings.redis_timeout, breaker)
         keys = SigningKeys(http, settings.jwks_url, settings.jwks_min_refresh_interval)
         uma = UmaClient(http, settings.token_url, settings.client_id)
         cache = DecisionCache(settings.cache_max_ttl, settings.cache_size, redis)
         authorizer = Authorizer(cache, uma)
-        metrics = Metrics()
         tokens = TokenValidator(keys, settings.issuer, settings.audience)
         checker = Checker(settings.realm, routes, tokens, authorizer, metrics, settings.workspaces)
         sessions = signin = None
         if settings.sso_enabled:
             oidc = OidcClient(http, settings)
-            sessions = SessionStore(KeyValue(redis), oidc, settings.session_lifetime)
-            signin = SignIn(settings, oidc, sessions, tokens)
-        return cls(http, redis, keys, uma, authorizer, checker, metrics, sessions, signin)
+            sessions = SessionStore(KeyValue(redis), oidc, settings.session_lifetime, metrics=metrics)
+            signin = SignIn(settings, oidc, sessions, tokens, metrics)
+        readiness = Readiness(http, settings.jwks_url, settings.token_url, redis)
+        mlflow = httpx.AsyncClient(timeout=settings.keycloak_timeout, transport=raw_transport)
+        return cls(
+            http, redis, keys, uma, authorizer, checker, metrics, sessions, signin, readiness,
+            audit.AuditLog(settings.audit_log), mlflow,
+        )
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.mlflow.aclose()
         if self.redis is not None:
             await self.redis.aclose()
+
+
+def create_app_from_env() -> FastAPI:
+    """The factory each uvicorn worker calls (GATE_WORKERS > 1); the parent validated the settings."""
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    return create_app(settings)
 
 
 def create_app(
@@ -104,6 +135,14 @@ def create_app(
     async def check(request: Request) -> Response:
         method = request.headers.get("x-original-method", "")
         uri = request.headers.get("x-original-uri", "")
+        checked = audit.Request(
+            request_id=request.headers.get("x-request-id", ""),
+            client_address=request.headers.get("x-real-ip", ""),
+            method=method,
+            uri=uri,
+            started=time.perf_counter(),
+        )
+        lookup_layer.set("")
 
         async def credentials() -> str | None:
             token = bearer_token(request.headers.get("authorization"))
@@ -118,6 +157,11 @@ def create_app(
         signin = signin_location(uri) if components.signin and is_navigation(method, request) else None
         workspace_headers = request.headers.getlist(workspaces.HEADER)
         verdict = await components.checker.check(method, uri, credentials, signin, workspace_headers)
+        layer = lookup_layer.get()
+        if layer:
+            components.metrics.cache_lookups.labels(layer).inc()
+        components.metrics.check_seconds.observe(time.perf_counter() - checked.started)
+        components.audit.record(checked, verdict, layer)
         return Response(status_code=verdict.status, headers=verdict.headers)
 
     @app.get("/_gate/workspaces/{target:path}")
@@ -132,7 +176,7 @@ def create_app(
         if readable is None or settings.mlflow_url is None or not workspaces.is_listing("GET", uri):
             return Response(status_code=403)
         try:
-            upstream = await components.http.get(settings.mlflow_url + uri)
+            upstream = await components.mlflow.get(settings.mlflow_url + uri)
             body = upstream.json()
         except (httpx.HTTPError, ValueError) as error:
             log.error("workspace listing: MLflow did not answer: %s", error)
@@ -146,18 +190,17 @@ def create_app(
 
     @app.get("/_gate/health")
     async def health() -> dict[str, str]:
+        """Liveness: the process answers. Never calls a dependency."""
         return {"status": "ok"}
 
-    @app.get("/_gate/metrics", response_class=PlainTextResponse)
-    async def metrics() -> str:
-        return components.metrics.render(
-            {
-                "gate_decision_cache_hits_total": components.authorizer.cache_hits,
-                "gate_uma_requests_total": components.uma.request_count,
-                "gate_jwks_fetches_total": components.keys.fetch_count,
-                "gate_session_refreshes_total": components.sessions.refresh_count if components.sessions else 0,
-            }
-        )
+    @app.get("/_gate/ready")
+    async def ready() -> JSONResponse:
+        status, body = await components.readiness.report()
+        return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+    @app.get("/_gate/metrics")
+    async def metrics() -> Response:
+        return Response(components.metrics.render(), media_type=CONTENT_TYPE)
 
     return app
 

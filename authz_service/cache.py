@@ -12,12 +12,14 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from cachetools import TLRUCache
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .redis_breaker import RedisUnavailable
 from .routes import Permission
 from .tokens import Identity
 
@@ -25,6 +27,10 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "mlflow-gate:decision:v1:"
 GRANTS_PREFIX = "mlflow-gate:grants:v1:"
+
+# Which layer answered this request's lookup (memory, redis, miss), for its audit line and metrics.
+# Each request runs in its own task, hence its own context: no request sees another's value.
+lookup_layer: ContextVar[str] = ContextVar("decision_cache_layer", default="")
 
 
 @dataclass(frozen=True)
@@ -71,60 +77,62 @@ class DecisionCache:
         )
 
     async def get(self, key: str) -> bool | None:
-        cached = self._memory.get(key)
-        if isinstance(cached, CachedDecision):
-            return cached.allowed
-        if self._redis is None:
-            return None
-        try:
-            raw = await self._redis.get(key)
-        except RedisError as error:
-            log.warning("decision cache: Redis read failed, asking Keycloak: %s", error)
-            return None
-        decision = _decode(raw)
-        if decision is None or decision.expires_at <= self._clock():
-            return None
-        self._memory[key] = decision
-        return decision.allowed
+        entry = await self._read(key, _decode)
+        return entry.allowed if isinstance(entry, CachedDecision) else None
 
     async def put(self, key: str, allowed: bool, token_expires_at: float) -> None:
-        now = self._clock()
-        expires_at = min(now + self._max_ttl, token_expires_at)
-        if expires_at <= now:
-            return
-        self._memory[key] = CachedDecision(allowed, expires_at)
-        await self._write(key, f"{int(allowed)}:{expires_at}", expires_at - now)
+        expires_at = self._expiry(token_expires_at)
+        if expires_at is not None:
+            self._memory[key] = CachedDecision(allowed, expires_at)
+            await self._write(key, f"{int(allowed)}:{expires_at}", expires_at)
 
     async def get_grants(self, key: str) -> frozenset[str] | None:
+        entry = await self._read(key, _decode_grants)
+        return entry.grants if isinstance(entry, CachedGrants) else None
+
+    async def put_grants(self, key: str, grants: frozenset[str], token_expires_at: float) -> None:
+        expires_at = self._expiry(token_expires_at)
+        if expires_at is not None:
+            self._memory[key] = CachedGrants(grants, expires_at)
+            await self._write(key, json.dumps({"expires_at": expires_at, "grants": sorted(grants)}), expires_at)
+
+    async def _read(
+        self, key: str, decode: Callable[[bytes | str | None], CachedDecision | CachedGrants | None]
+    ) -> CachedDecision | CachedGrants | None:
         cached = self._memory.get(key)
-        if isinstance(cached, CachedGrants):
-            return cached.grants
+        if cached is not None:
+            lookup_layer.set("memory")
+            return cached
+        lookup_layer.set("miss")
         if self._redis is None:
             return None
         try:
             raw = await self._redis.get(key)
+        except RedisUnavailable:
+            return None
         except RedisError as error:
             log.warning("decision cache: Redis read failed, asking Keycloak: %s", error)
             return None
-        entry = _decode_grants(raw)
+        entry = decode(raw)
         if entry is None or entry.expires_at <= self._clock():
             return None
         self._memory[key] = entry
-        return entry.grants
+        lookup_layer.set("redis")
+        return entry
 
-    async def put_grants(self, key: str, grants: frozenset[str], token_expires_at: float) -> None:
+    def _expiry(self, token_expires_at: float) -> float | None:
+        """Never beyond the token nor the cache's longest lifetime; None when already over."""
         now = self._clock()
         expires_at = min(now + self._max_ttl, token_expires_at)
-        if expires_at <= now:
-            return
-        self._memory[key] = CachedGrants(grants, expires_at)
-        await self._write(key, json.dumps({"expires_at": expires_at, "grants": sorted(grants)}), expires_at - now)
+        return expires_at if expires_at > now else None
 
-    async def _write(self, key: str, value: str, ttl: float) -> None:
+    async def _write(self, key: str, value: str, expires_at: float) -> None:
         if self._redis is None:
             return
         try:
-            await self._redis.set(key, value, px=max(1, int(ttl * 1000)))
+            await self._redis.set(key, value, px=max(1, int((expires_at - self._clock()) * 1000)))
+        except RedisUnavailable:
+            return
         except RedisError as error:
             log.warning("decision cache: Redis write failed: %s", error)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
 from . import workspaces
@@ -34,8 +34,15 @@ class CredentialsUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Verdict:
+    """The answer to NGINX (status, headers) plus what the audit line and metrics say about it."""
+
     status: int
     headers: dict[str, str] = field(default_factory=dict)
+    outcome: str = ""  # allowed, denied, unauthenticated, unmapped, unavailable, public
+    reason: str = ""
+    permission: str = ""  # resource#scope, when the route maps to one
+    user: str = ""
+    client: str = ""
 
 
 class Checker:
@@ -66,44 +73,49 @@ class Checker:
         """`signin` is where to send a browser navigation that turns out to be unauthenticated;
         `workspace_headers` are the request's X-MLFLOW-WORKSPACE values (read with workspaces on)."""
         verdict = await self._check(method, uri, credentials, workspace_headers)
-        self._metrics.checks[str(verdict.status)] += 1
+        self._metrics.checks.labels(verdict.outcome).inc()
+        if verdict.permission:
+            self._metrics.permission_checks.labels(verdict.permission, verdict.outcome).inc()
         if verdict.status == 401 and signin is not None:
-            return Verdict(401, {**verdict.headers, "X-Gate-Signin": signin})
+            return replace(verdict, headers={**verdict.headers, "X-Gate-Signin": signin})
         return verdict
 
     async def _check(self, method: str, uri: str, credentials: Credentials, workspace_headers: Sequence[str]) -> Verdict:
         if not method or not uri:
-            return self._forbidden("the gate was called without the original method and URI")
+            return self._forbidden("unmapped", "the gate was called without the original method and URI")
         route = self._routes.classify(method, uri)
         if isinstance(route, Public):
-            return Verdict(200)
+            return Verdict(200, outcome="public", reason="public route")
         if isinstance(route, Refusal):
             log.warning("refused unmapped or ambiguous request: %s", route.reason)
-            return self._forbidden(route.reason)
+            return self._forbidden("unmapped", route.reason)
+        wanted = f"{route.resource}#{route.scope}"
         workspace = None
+        needed = route
         if self._workspaces_enabled:
             try:
                 workspace = workspaces.requested_workspace(workspace_headers)
             except workspaces.InvalidWorkspace as error:
-                return self._forbidden(str(error))
+                return replace(self._forbidden("denied", str(error)), permission=wanted)
             needed = workspaces.permission_in(workspace, method, uri, route)
-        else:
-            needed = route
         try:
             token = await credentials()
         except CredentialsUnavailable as error:
             log.error("cannot read or refresh the session: %s", error)
-            return Verdict(503)
+            return Verdict(503, outcome="unavailable", reason="session store unavailable", permission=wanted)
         if token is None:
-            return self._unauthenticated(None, "sign in or send a Bearer token")
+            self._metrics.token_refusals.labels("missing").inc()
+            return replace(self._unauthenticated(None, "sign in or send a Bearer token"), permission=wanted)
         try:
             identity = await self._tokens.validate(token)
         except TokenError as error:
-            return self._unauthenticated("invalid_token", str(error))
+            self._metrics.token_refusals.labels(error.reason).inc()
+            return replace(self._unauthenticated("invalid_token", str(error)), permission=wanted)
         except SigningKeysUnavailable as error:
             log.error("cannot check tokens: %s", error)
-            return Verdict(503)
-        return await self._decide(identity, route, needed, workspace, workspaces.is_listing(method, uri))
+            return Verdict(503, outcome="unavailable", reason="signing keys unavailable", permission=wanted)
+        verdict = await self._decide(identity, route, needed, workspace, workspaces.is_listing(method, uri))
+        return replace(verdict, permission=wanted, user=identity.username, client=identity.client)
 
     async def _decide(
         self, identity: Identity, route: Permission, permission: Permission, workspace: str | None, listing: bool
@@ -120,14 +132,15 @@ class Checker:
                 if listing:
                     readable = workspaces.readable_header(grants)
         except TokenRejected as error:
+            self._metrics.token_refusals.labels("rejected_by_keycloak").inc()
             return self._unauthenticated("invalid_token", f"Keycloak rejected the token: {error}")
         except KeycloakUnavailable as error:
             log.error("no decision for %s on %s#%s: %s", identity.username, permission.resource, permission.scope, error)
-            return Verdict(503)
+            return Verdict(503, outcome="unavailable", reason="Keycloak unavailable")
         if not allowed:
             wanted = str(route) if workspace is None else workspaces.describe(route, permission)
             log.info("denied %s %s", identity.username, wanted)
-            return self._forbidden(f"user {identity.username} lacks permission {wanted}")
+            return self._forbidden("denied", f"user {identity.username} lacks permission {wanted}")
         headers = {
             "X-Auth-Request-User": _header_value(identity.username),
             "X-Auth-Request-Email": _header_value(identity.email or ""),
@@ -137,16 +150,16 @@ class Checker:
             headers[workspaces.RESPONSE_HEADER] = workspace
         if listing:
             headers[workspaces.READABLE_HEADER] = readable
-        return Verdict(200, headers)
+        return Verdict(200, headers, outcome="allowed", reason="granted by Keycloak")
 
     def _unauthenticated(self, error: str | None, description: str) -> Verdict:
         challenge = f'Bearer realm="{self._realm}"'
         if error is not None:
             challenge += f', error="{error}", error_description="{_reason(description)}"'
-        return Verdict(401, {"WWW-Authenticate": challenge})
+        return Verdict(401, {"WWW-Authenticate": challenge}, outcome="unauthenticated", reason=_reason(description))
 
-    def _forbidden(self, reason: str) -> Verdict:
-        return Verdict(403, {"X-Gate-Reason": _reason(reason)})
+    def _forbidden(self, outcome: str, reason: str) -> Verdict:
+        return Verdict(403, {"X-Gate-Reason": _reason(reason)}, outcome=outcome, reason=_reason(reason))
 
 
 def _reason(text: str) -> str:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from cachetools import TLRUCache
 from redis.asyncio import Redis
 
+from .metrics import Metrics
 from .oidc import GrantRejected, OidcClient, TokenSet
 
 SESSION_PREFIX = "mlflow-gate:session:v1:"
@@ -111,11 +112,13 @@ class SessionStore:
         oidc: OidcClient,
         lifetime: float,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._oidc = oidc
         self._lifetime = lifetime
         self._clock = clock
+        self._metrics = metrics
         self.refresh_count = 0
         self._local_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -174,6 +177,8 @@ class SessionStore:
                 tokens = TokenSet(**{**asdict(tokens), "id_token": session.tokens.id_token})
             await self._save(session_id, Session(tokens, session.ends_at))
             self.refresh_count += 1
+            if self._metrics is not None:
+                self._metrics.session_refreshes.inc()
             return tokens.access_token
         finally:
             await self._store.delete(lock_key)

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 
 class SettingsError(ValueError):
     """Raised with one line per invalid or missing variable."""
@@ -47,6 +49,12 @@ class Settings:
     log_level: str
     host: str
     port: int
+    workers: int = 1
+    audit_log: str = "-"
+    redis_timeout: float = 1.0
+    redis_retry_interval: float = 2.0
+    keycloak_concurrency: int = 16
+    metrics_dir: Path | None = None
 
     @property
     def realm_url(self) -> str:
@@ -98,6 +106,13 @@ class Settings:
             log_level=env.get("GATE_LOG_LEVEL", "INFO", _log_level),
             host=env.get("GATE_HOST", "127.0.0.1", _non_empty),
             port=env.get("GATE_PORT", 8090, _port),
+            workers=env.get("GATE_WORKERS", 1, _positive_int),
+            audit_log=env.get("GATE_AUDIT_LOG", "-", _audit_destination),
+            redis_timeout=env.get("GATE_REDIS_TIMEOUT", 1.0, _positive_float),
+            redis_retry_interval=env.get("GATE_REDIS_RETRY_INTERVAL", 2.0, _positive_float),
+            keycloak_concurrency=env.get("GATE_KEYCLOAK_CONCURRENCY", 16, _positive_int),
+            # prometheus-client's own variable; set for you when GATE_WORKERS > 1.
+            metrics_dir=env.optional("PROMETHEUS_MULTIPROC_DIR", Path),
         )
         if settings.workspaces and settings.mlflow_url is None:
             env.problems.append("GATE_MLFLOW_URL is required with GATE_WORKSPACES=on (the workspace listing asks MLflow)")
@@ -195,6 +210,15 @@ def _log_level(raw: str) -> str:
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
     return level
+
+
+def _audit_destination(raw: str) -> str:
+    """"-" (stdout), "off", or a file in an existing directory."""
+    if raw in ("-", "off"):
+        return raw
+    if not Path(raw).parent.is_dir():
+        raise ValueError('expected "-", "off" or a file path in an existing directory')
+    return raw
 
 
 def _existing_file(raw: str) -> Path:

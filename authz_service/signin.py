@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
+from .metrics import Metrics
 from .oidc import GrantRejected, OidcClient, pkce_pair
 from .sessions import SIGNIN_LIFETIME_SECONDS, SessionStore, SigninState
 from .settings import Settings
@@ -53,7 +54,15 @@ def signin_location(uri: str) -> str:
 
 
 class SignIn:
-    def __init__(self, settings: Settings, oidc: OidcClient, sessions: SessionStore, tokens: TokenValidator) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        oidc: OidcClient,
+        sessions: SessionStore,
+        tokens: TokenValidator,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._metrics = metrics or Metrics()
         self._settings = settings
         self._oidc = oidc
         self._sessions = sessions
@@ -84,11 +93,14 @@ class SignIn:
         state_id = params.get("state", "")
         cookie = request.cookies.get(SIGNIN_COOKIE, "")
         if params.get("error"):
+            self._metrics.signins.labels("refused_by_keycloak").inc()
             return _failure(f"Keycloak reported: {params.get('error_description') or params['error']}")
         if not state_id or not secrets.compare_digest(state_id, cookie):
+            self._metrics.signins.labels("invalid_state").inc()
             return _failure("this sign-in was not started by this browser")
         signin = await self._sessions.finish_signin(state_id)
         if signin is None:
+            self._metrics.signins.labels("invalid_state").inc()
             return _failure("this sign-in has expired or was already used")
         try:
             tokens = await self._oidc.exchange_code(params.get("code", ""), signin.code_verifier, time.time())
@@ -98,15 +110,18 @@ class SignIn:
             identity = await self._tokens.validate(tokens.access_token)
         except (GrantRejected, TokenError) as error:
             log.warning("sign-in rejected: %s", error)
+            self._metrics.signins.labels("rejected").inc()
             return _failure(f"the sign-in could not be completed ({error})")
         except (KeycloakUnavailable, SigningKeysUnavailable) as error:
             log.error("sign-in failed: %s", error)
+            self._metrics.signins.labels("unavailable").inc()
             return _failure("Keycloak is not reachable right now", status=503)
         session_id = await self._sessions.create(tokens)
         response = RedirectResponse(signin.return_to, status_code=302)
         self._set_cookie(response, SESSION_COOKIE, session_id, int(self._settings.session_lifetime), path="/")
         response.delete_cookie(SIGNIN_COOKIE, path="/oauth2/")
         log.info("signed in %s", identity.username)
+        self._metrics.signins.labels("ok").inc()
         return response
 
     async def sign_out(self, request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -99,7 +100,7 @@ def keycloak(layout: Layout, java_home: Path, admin_password: str) -> Component:
             # The sign-in redirect the realm accepts follows the gateway's (possibly offset) port.
             "MLFLOW_GATE_PUBLIC_URL": url(GATEWAY_PORT),
         },
-        timeout=240,
+        timeout=600,
         log=state / "keycloak.log",
         cwd=home,
     )
@@ -165,7 +166,7 @@ def mlflow(layout: Layout) -> Component:
             "2",
             *(["--enable-workspaces"] if WORKSPACES else []),
         ],
-        timeout=180,
+        timeout=400,
         log=state / "mlflow.log",
         cwd=state,
     )
@@ -191,6 +192,11 @@ def gate(layout: Layout) -> Component:
             "GATE_LOG_LEVEL": "INFO",
             "GATE_WORKSPACES": "on" if WORKSPACES else "off",
             "GATE_MLFLOW_URL": url(MLFLOW_PORT),
+            # One JSON line per decision, apart from the service log.
+            "GATE_AUDIT_LOG": str(state / "audit.log"),
+            # uvicorn worker processes; `GATE_WORKERS=2 python3 -m stack up` tries two.
+            "GATE_WORKERS": os.environ.get("GATE_WORKERS", "1"),
+            "PROMETHEUS_MULTIPROC_DIR": str(state / "metrics"),
         },
         timeout=60,
         log=state / "gate.log",

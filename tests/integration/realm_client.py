@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 
 class RealmClient:
@@ -127,8 +127,18 @@ class RealmClient:
         return total
 
 
-def gate_counter(stack: dict[str, Any], name: str) -> float:
+def gate_counter(stack: dict[str, Any], name: str, **labels: str) -> float:
+    """The sum of the gate's samples called `name` whose labels include `labels`.
+
+    A labelled series appears only once counted, so an absent one reads 0; the metric itself must
+    be declared, so a misspelt name fails instead of reading 0.
+    """
     text = httpx.get(f"{stack['gate_url']}/_gate/metrics", timeout=10).text
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} missing from gate metrics"
-    return float(match.group(1))
+    families = list(text_string_to_metric_families(text))
+    assert any(name.startswith(family.name) for family in families), f"{name} missing from gate metrics"
+    return sum(
+        sample.value
+        for family in families
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )

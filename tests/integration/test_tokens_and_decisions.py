@@ -90,11 +90,11 @@ def test_expired_token_is_401(stack: dict[str, Any], realm: RealmClient) -> None
 def test_repeated_request_costs_one_keycloak_decision(stack: dict[str, Any], realm: RealmClient) -> None:
     username, password = realm.create_user("repeat", ["Default"])
     token = realm.token(username, password)
-    gate_before = gate_counter(stack, "gate_uma_requests_total")
+    gate_before = gate_counter(stack, "gate_keycloak_request_seconds_count", endpoint="uma")
     keycloak_before = realm.token_endpoint_requests()
     for _ in range(50):
         assert get(stack, SEARCH, token).status_code == 200
-    gate_calls = gate_counter(stack, "gate_uma_requests_total") - gate_before
+    gate_calls = gate_counter(stack, "gate_keycloak_request_seconds_count", endpoint="uma") - gate_before
     keycloak_calls = realm.token_endpoint_requests() - keycloak_before
     print(f"50 identical requests: {gate_calls:.0f} gate UMA calls, {keycloak_calls:.0f} Keycloak token requests")
     assert gate_calls == 1
@@ -149,5 +149,6 @@ def test_a_second_gate_process_reuses_decisions_through_redis(
         )
         assert answer.status_code == 200
         assert answer.headers["x-auth-request-user"] == username
-        assert gate_counter({"gate_url": f"http://127.0.0.1:{port}"}, "gate_uma_requests_total") == 0
-        assert gate_counter({"gate_url": f"http://127.0.0.1:{port}"}, "gate_decision_cache_hits_total") == 1
+        second_gate = {"gate_url": f"http://127.0.0.1:{port}"}
+        assert gate_counter(second_gate, "gate_keycloak_request_seconds_count", endpoint="uma") == 0
+        assert gate_counter(second_gate, "gate_decision_cache_lookups_total", layer="redis") == 1

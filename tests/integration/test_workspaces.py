@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from . import raw_http
-from .realm_client import RealmClient
+from .realm_client import RealmClient, gate_counter
 
 pytestmark = pytest.mark.integration
 
@@ -306,9 +306,8 @@ def test_a_workspace_created_in_mlflow_alone_is_administrators_only(stack: dict[
     assert name not in {item["name"] for item in listed}
 
 
-def uma_requests(stack: dict[str, Any]) -> int:
-    metrics = httpx.get(f"{stack['gate_url']}/_gate/metrics", timeout=10).text
-    return int(next(line.split()[-1] for line in metrics.splitlines() if line.startswith("gate_uma_requests_total")))
+def uma_requests(stack: dict[str, Any]) -> float:
+    return gate_counter(stack, "gate_keycloak_request_seconds_count", endpoint="uma")
 
 
 def test_a_new_users_first_ui_page_costs_one_keycloak_call(stack: dict[str, Any], realm: RealmClient) -> None:

@@ -38,6 +38,8 @@ class FakeKeycloak:
             raise httpx.ConnectError("connection refused", request=request)
         if request.url == JWKS_URL:
             return self.realm.handle(request)
+        if request.url == TOKEN_URL and request.method == "GET":
+            return httpx.Response(405)  # what Keycloak answers a readiness probe
         if request.url == TOKEN_URL:
             self.uma_requests += 1
             form = parse_qs(request.content.decode())
@@ -148,9 +150,11 @@ def test_repeated_checks_ask_keycloak_once_and_metrics_say_so(
         assert check(client, GET_EXPERIMENT, token).status_code == 200
     assert keycloak.uma_requests == 1
     metrics = client.get("/_gate/metrics").text
-    assert "gate_uma_requests_total 1" in metrics
-    assert "gate_decision_cache_hits_total 19" in metrics
-    assert 'gate_checks_total{outcome="200"} 20' in metrics
+    assert 'gate_keycloak_request_seconds_count{endpoint="uma"} 1.0' in metrics
+    assert 'gate_decision_cache_lookups_total{layer="memory"} 19.0' in metrics
+    assert 'gate_decision_cache_lookups_total{layer="miss"} 1.0' in metrics
+    assert 'gate_checks_total{outcome="allowed"} 20.0' in metrics
+    assert 'gate_permission_checks_total{outcome="allowed",permission="experiments#read"} 20.0' in metrics
 
 
 def sso_client(keycloak: FakeKeycloak, public_url: str = "http://gateway.test") -> TestClient:

@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from . import raw_http
+from .local_processes import gate
 from .realm_client import RealmClient, gate_counter
 
 pytestmark = pytest.mark.integration
@@ -378,3 +379,30 @@ def test_group_membership_grants_and_revocations_apply_within_ten_seconds(
     took = seconds_until(lambda: call(stack, token, "GET", search, "team-a").status_code == 403)
     print(f"workspace revocation took effect after {took:.1f} s")
     assert took < 10
+
+
+def test_a_gate_with_workspaces_off_decides_as_before_and_ignores_the_header(
+    stack: dict[str, Any], tokens: dict[str, str], tmp_path: Path
+) -> None:
+    """The other mode, against the same real Keycloak: a second gate process with GATE_WORKSPACES=off."""
+    settings = {"GATE_KEYCLOAK_URL": stack["keycloak_url"], "GATE_REALM": stack["realm"], "GATE_WORKSPACES": "off"}
+    with gate(tmp_path, settings) as port:
+
+        def check(user: str, method: str, uri: str, *workspace: str) -> httpx.Response:
+            headers = [("Authorization", f"Bearer {tokens[user]}"), ("X-Original-Method", method), ("X-Original-URI", uri)]
+            headers += [("X-MLflow-Workspace", value) for value in workspace]
+            return httpx.get(f"http://127.0.0.1:{port}/_gate/check", headers=headers, timeout=30)
+
+        search, delete = "/api/2.0/mlflow/experiments/search", "/api/2.0/mlflow/experiments/delete"
+        allowed = check("bob", "GET", search, "team-b")
+        assert allowed.status_code == 200 and "x-gate-workspace" not in allowed.headers
+        assert check("bob", "GET", search, "team-a", "TEAM-B").status_code == 200
+        refused = check("bob", "POST", delete, "team-a")
+        assert refused.status_code == 403
+        assert refused.headers["x-gate-reason"] == "user bob lacks permission experiments#delete"
+        assert check("dave", "POST", delete, "team-b").status_code == 403
+        assert check("alice", "POST", delete).status_code == 200
+        assert check("carol", "GET", search).status_code == 403
+        assert check("bob", "GET", "/api/3.0/mlflow/workspaces").status_code == 403
+        listing = check("alice", "GET", "/api/3.0/mlflow/workspaces")
+        assert listing.status_code == 200 and listing.headers["x-gate-readable-workspaces"] == "*"

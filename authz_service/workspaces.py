@@ -35,7 +35,8 @@ _NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _RESERVED: Final = frozenset({"workspaces", "api", "ajax-api", "static-files"})
 _ONE_WORKSPACE: Final = re.compile(r"/(?:api|ajax-api)/3\.0/mlflow/workspaces/([^/]+)")
 _LISTING: Final = re.compile(r"/(?:api|ajax-api)/3\.0/mlflow/workspaces")
-LISTING_PERMISSION: Final = Permission("ui", "read")
+LISTING_PERMISSION: Final = Permission(RESOURCE_PREFIX + "*", "read")
+"""Listing workspaces: granted to whoever may read at least one (the answer shows only those)."""
 
 
 class InvalidWorkspace(ValueError):
@@ -69,8 +70,7 @@ def resource(workspace: str) -> str:
 def permission_in(workspace: str, method: str, uri: str, permission: Permission) -> Permission:
     """The permission a request needs when workspaces are on.
 
-    Listing workspaces needs only what opening the UI needs: the gate's listing endpoint answers
-    with the readable ones. Reading one workspace's description (GET .../workspaces/<name>) needs
+    Listing workspaces needs read on at least one: the gate's listing endpoint answers with those. Reading one workspace's description (GET .../workspaces/<name>) needs
     read on that workspace, whatever the header says; changing workspaces stays administration.
     """
     if "/workspaces" in uri and method in ("GET", "HEAD"):
@@ -106,7 +106,9 @@ def is_granted(grants: frozenset[str], permission: Permission) -> bool:
     """
     if str(permission) in grants:
         return True
-    return permission.resource.startswith(RESOURCE_PREFIX) and str(ADMINISTRATION) in grants
+    if permission.resource.startswith(RESOURCE_PREFIX) and str(ADMINISTRATION) in grants:
+        return True
+    return permission == LISTING_PERMISSION and readable_header(grants) != ""
 
 
 

@@ -88,6 +88,7 @@ def create(session: Session, args: argparse.Namespace) -> None:
         skip_exists=True,
     )
     existing = {policy["name"] for policy in admin.get_client_authz_policies(server)}
+    existing |= {permission["name"] for permission in admin.get_client_authz_permissions(server)}
     for level in LEVELS:
         if _policy_name(name, level) not in existing:
             _post(admin, server, "policy/group", {
@@ -175,9 +176,10 @@ def delete(session: Session, args: argparse.Namespace) -> None:
     wanted = {_policy_name(name, level) for level in LEVELS} | {
         f"{workspaces.resource(name)}: {scopes}" for scopes in _PERMISSIONS
     }
-    for policy in admin.get_client_authz_policies(server):
+    for policy in [*admin.get_client_authz_permissions(server), *admin.get_client_authz_policies(server)]:
         if policy["name"] in wanted:
             admin.delete_client_authz_policy(server, policy["id"])
+            wanted.discard(policy["name"])
     for resource in admin.get_client_authz_resources(server):
         if resource["name"] == workspaces.resource(name):
             admin.delete_client_authz_resource(server, resource["_id"])

@@ -105,6 +105,9 @@ def test_unset_up_workspaces_are_administrators_only() -> None:
     assert not workspaces.is_granted(administrator, Permission("ui", "read"))
     assert workspaces.readable_header(reader | {"workspace:team-b#update"}) == "team-a"
     assert workspaces.readable_header(administrator) == "*"
+    assert workspaces.is_granted(reader, workspaces.LISTING_PERMISSION)
+    assert workspaces.is_granted(administrator, workspaces.LISTING_PERMISSION)
+    assert not workspaces.is_granted(frozenset({"ui#read", "workspace:x#update"}), workspaces.LISTING_PERMISSION)
 
 
 def test_setting_is_on_or_off() -> None:

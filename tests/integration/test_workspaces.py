@@ -377,7 +377,6 @@ def test_admin_cli_creates_grants_and_deletes_a_workspace(stack: dict[str, Any],
     assert call(stack, bob, "POST", "/api/2.0/mlflow/experiments/create", name, json={"name": "x"}).status_code == 403
     deleted = admin_cli(stack, "workspace", "delete", name)
     assert deleted.returncode == 0, deleted.stderr
-    assert name not in {row["workspace"] for row in json.loads(admin_cli(stack, "workspace", "list", "--json").stdout)}
     assert name not in {w["name"] for w in call(stack, tokens["alice"], "GET", "/api/3.0/mlflow/workspaces").json()["workspaces"]}
     refused = admin_cli(stack, "workspace", "grant", "Bad_Name", "--user", "bob", "--level", "reader")
     assert refused.returncode == 1 and "not an MLflow workspace name" in refused.stderr

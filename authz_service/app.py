@@ -14,25 +14,29 @@ from dataclasses import dataclass
 
 import httpx
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from . import audit, workspaces
+from .basic import BasicExchange, KeyedDigests
 from .cache import DecisionCache, lookup_layer
-from .checks import Checker, CredentialsUnavailable
+from .checks import Checker
+from .credentials import BasicLogin, CredentialSources
 from .decisions import Authorizer
 from .health import Readiness
 from .keycloak_calls import KeycloakTransport
 from .metrics import CONTENT_TYPE, Metrics
 from .oidc import OidcClient
+from .origin import public_origin
 from .redis_breaker import Breaker, GuardedRedis
 from .routes import RouteMap
 from .sessions import KeyValue, SessionStore
 from .settings import LOG_FORMAT, Settings
 from .signin import SESSION_COOKIE, SignIn, signin_location
+from .throttle import FailureThrottle
 from .tokens import SigningKeys, TokenValidator
-from .uma import KeycloakUnavailable, UmaClient
+from .uma import UmaClient
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ class Components:
     signin: SignIn | None
     readiness: Readiness
     audit: audit.AuditLog
+    credentials: CredentialSources
     mlflow: httpx.AsyncClient
     """Only for the workspace listing; kept apart from the Keycloak client and its limits."""
 
@@ -94,10 +99,15 @@ class Components:
             sessions = SessionStore(KeyValue(redis), oidc, settings.session_lifetime, metrics=metrics)
             signin = SignIn(settings, oidc, sessions, tokens, metrics)
         readiness = Readiness(http, settings.jwks_url, settings.token_url, redis)
+        credentials = CredentialSources(
+            sessions,
+            _basic_login(settings, http, redis),
+            public_origin(settings.public_url) if settings.public_url else None,
+        )
         mlflow = httpx.AsyncClient(timeout=settings.keycloak_timeout, transport=raw_transport)
         return cls(
             http, redis, keys, uma, authorizer, checker, metrics, sessions, signin, readiness,
-            audit.AuditLog(settings.audit_log), mlflow,
+            audit.AuditLog(settings.audit_log), credentials, mlflow,
         )
 
     async def close(self) -> None:
@@ -143,20 +153,13 @@ def create_app(
             started=time.perf_counter(),
         )
         lookup_layer.set("")
-
-        async def credentials() -> str | None:
-            token = bearer_token(request.headers.get("authorization"))
-            session_id = request.cookies.get(SESSION_COOKIE)
-            if token is not None or not session_id or components.sessions is None:
-                return token
-            try:
-                return await components.sessions.access_token(session_id)
-            except (RedisError, KeycloakUnavailable) as error:
-                raise CredentialsUnavailable(str(error)) from error
-
+        credentials = components.credentials.for_request(
+            method, request.headers, request.cookies.get(SESSION_COOKIE), checked.client_address
+        )
         signin = signin_location(uri) if components.signin and is_navigation(method, request) else None
+        offer_basic = components.credentials.basic is not None and not is_browser(request)
         workspace_headers = request.headers.getlist(workspaces.HEADER)
-        verdict = await components.checker.check(method, uri, credentials, signin, workspace_headers)
+        verdict = await components.checker.check(method, uri, credentials, signin, offer_basic, workspace_headers)
         layer = lookup_layer.get()
         if layer:
             components.metrics.cache_lookups.labels(layer).inc()
@@ -188,6 +191,16 @@ def create_app(
     if components.signin is not None:
         app.include_router(components.signin.router())
 
+    @app.exception_handler(RedisError)
+    async def session_store_unavailable(_request: Request, error: RedisError) -> Response:
+        """Sign-in and sign-out keep their state in Redis; without it they fail with a clear 503."""
+        log.error("session store unavailable: %s", error)
+        return PlainTextResponse(
+            "Sign-in is unavailable right now (session store unreachable). Retry shortly.\n",
+            status_code=503,
+            headers={"Retry-After": "5", "Cache-Control": "no-store"},
+        )
+
     @app.get("/_gate/health")
     async def health() -> dict[str, str]:
         """Liveness: the process answers. Never calls a dependency."""
@@ -205,6 +218,23 @@ def create_app(
     return app
 
 
+def _basic_login(settings: Settings, http: httpx.AsyncClient, redis: Redis | None) -> BasicLogin | None:
+    if not settings.basic_enabled or settings.basic_secret is None:
+        return None
+    digests = KeyedDigests(settings.basic_secret)
+    exchange = BasicExchange(
+        http,
+        settings.token_url,
+        settings.basic_client_id,
+        settings.basic_robot_prefix,
+        digests,
+        redis,
+        settings.cache_size,
+    )
+    throttle = FailureThrottle(digests, redis, settings.basic_max_failures, settings.basic_failure_window)
+    return BasicLogin(exchange, throttle)
+
+
 def is_navigation(method: str, request: Request) -> bool:
     """A browser loading a page (sent to sign-in), as opposed to a script or API client (gets 401)."""
     if method not in ("GET", "HEAD"):
@@ -215,12 +245,14 @@ def is_navigation(method: str, request: Request) -> bool:
     return "text/html" in request.headers.get("accept", "")
 
 
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer` header; other schemes count as no credentials."""
-    if not authorization:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
+def is_browser(request: Request) -> bool:
+    """Browsers send Sec-Fetch-* (or ask for HTML, or hold our cookie); they must never see a Basic
+    challenge, which would open their native password prompt instead of the sign-in page."""
+    headers = request.headers
+    return (
+        "sec-fetch-mode" in headers
+        or "sec-fetch-site" in headers
+        or "origin" in headers
+        or "text/html" in headers.get("accept", "")
+        or SESSION_COOKIE in request.cookies
+    )

@@ -46,6 +46,12 @@ class Settings:
     workspaces: bool
     mlflow_url: str | None
     session_lifetime: float
+    basic_auth: bool
+    basic_secret: str | None
+    basic_client_id: str
+    basic_robot_prefix: str
+    basic_max_failures: int
+    basic_failure_window: float
     log_level: str
     host: str
     port: int
@@ -76,6 +82,11 @@ class Settings:
     def sso_enabled(self) -> bool:
         return self.client_secret is not None and self.public_url is not None
 
+    @property
+    def basic_enabled(self) -> bool:
+        """Basic needs its exchange secret; without one it stays off, like sign-in without a client secret."""
+        return self.basic_auth and self.basic_secret is not None
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from GATE_* variables; raise SettingsError listing every problem."""
@@ -100,9 +111,15 @@ class Settings:
             keycloak_timeout=env.get("GATE_KEYCLOAK_TIMEOUT", 5.0, _positive_float),
             keycloak_ca_file=env.optional("GATE_KEYCLOAK_CA_FILE", _existing_file),
             route_map_extra=env.get("GATE_ROUTE_MAP_EXTRA", (), _existing_files),
-            workspaces=env.get("GATE_WORKSPACES", False, _on_off),
+            workspaces=env.get("GATE_WORKSPACES", False, _boolean),
             mlflow_url=env.optional("GATE_MLFLOW_URL", _http_url),
             session_lifetime=env.get("GATE_SESSION_LIFETIME", 8 * 3600.0, _positive_float),
+            basic_auth=env.get("GATE_BASIC_AUTH", True, _boolean),
+            basic_secret=env.optional("GATE_BASIC_SECRET", _exchange_secret),
+            basic_client_id=env.get("GATE_BASIC_CLIENT_ID", "mlflow-cli", _name),
+            basic_robot_prefix=env.get("GATE_BASIC_ROBOT_PREFIX", "robot-", _name),
+            basic_max_failures=env.get("GATE_BASIC_MAX_FAILURES", 10, _positive_int),
+            basic_failure_window=env.get("GATE_BASIC_FAILURE_WINDOW", 300.0, _positive_float),
             log_level=env.get("GATE_LOG_LEVEL", "INFO", _log_level),
             host=env.get("GATE_HOST", "127.0.0.1", _non_empty),
             port=env.get("GATE_PORT", 8090, _port),
@@ -116,6 +133,8 @@ class Settings:
         )
         if settings.workspaces and settings.mlflow_url is None:
             env.problems.append("GATE_MLFLOW_URL is required with GATE_WORKSPACES=on (the workspace listing asks MLflow)")
+        if env.explicitly_on("GATE_BASIC_AUTH") and settings.basic_secret is None:
+            env.problems.append("GATE_BASIC_SECRET is required when GATE_BASIC_AUTH is on")
         env.raise_if_invalid()
         return settings
 
@@ -144,8 +163,12 @@ class _Reader:
         try:
             return parse(raw)
         except ValueError as error:
-            self.problems.append(f"{name}={raw!r}: {error}")
+            shown = name if name.endswith("_SECRET") else f"{name}={raw!r}"
+            self.problems.append(f"{shown}: {error}")
             return None
+
+    def explicitly_on(self, name: str) -> bool:
+        return self._environ.get(name, "").strip().lower() in _TRUE
 
     def raise_if_invalid(self) -> None:
         if self.problems:
@@ -198,11 +221,22 @@ def _port(raw: str) -> int:
     return value
 
 
-def _on_off(raw: str) -> bool:
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _boolean(raw: str) -> bool:
     value = raw.lower()
-    if value not in ("on", "off", "true", "false", "1", "0"):
-        raise ValueError("expected on or off")
-    return value in ("on", "true", "1")
+    if value not in _TRUE + _FALSE:
+        raise ValueError("expected true or false")
+    return value in _TRUE
+
+
+def _exchange_secret(raw: str) -> str:
+    # The key of every Basic cache and throttle digest: short keys make offline guessing cheap.
+    if len(raw) < 32:
+        raise ValueError("must be at least 32 characters (for example `openssl rand -hex 32`)")
+    return raw
 
 
 def _log_level(raw: str) -> str:

@@ -121,7 +121,7 @@ def serve(realm: FakeRealm) -> Iterator[str]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     realm.url = f"http://127.0.0.1:{server.server_port}/realms/mlflow"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield realm.url

@@ -13,7 +13,6 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .realm import GrantRefused, HttpSession, Realm, RealmUnavailable, SignInError, TokenEndpoint, Tokens, error_of, post

@@ -6,8 +6,9 @@ the X-Original-* headers that NGINX sets.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +21,8 @@ from redis.exceptions import RedisError
 
 from . import audit, workspaces
 from .basic import BasicExchange, KeyedDigests
-from .cache import DecisionCache, lookup_layer
+from .cache import DecisionCache
+from .check_route import CheckEndpoint, GateApp
 from .checks import Checker
 from .credentials import BasicLogin, CredentialSources
 from .decisions import Authorizer
@@ -30,10 +32,11 @@ from .metrics import CONTENT_TYPE, Metrics
 from .oidc import OidcClient
 from .origin import public_origin
 from .redis_breaker import Breaker, GuardedRedis
+from .revocation import EventsSource, KeycloakEvents, Revocation
 from .routes import RouteMap
 from .sessions import KeyValue, SessionStore
 from .settings import LOG_FORMAT, Settings
-from .signin import SESSION_COOKIE, SignIn, signin_location
+from .signin import SignIn
 from .throttle import FailureThrottle
 from .tokens import SigningKeys, TokenValidator
 from .uma import UmaClient
@@ -49,6 +52,7 @@ class Components:
     redis: Redis | None
     keys: SigningKeys
     uma: UmaClient
+    revocation: Revocation
     authorizer: Authorizer
     checker: Checker
     metrics: Metrics
@@ -67,7 +71,9 @@ class Components:
         routes: RouteMap,
         transport: httpx.AsyncBaseTransport | None = None,
         redis: Redis | None = None,
+        events: EventsSource | None = None,
     ) -> Components:
+        """`events` replaces Keycloak's event API (tests); by default it is read when revocation is on."""
         metrics = Metrics(str(settings.metrics_dir) if settings.metrics_dir else None)
         raw_transport = transport
         if transport is None:
@@ -90,7 +96,25 @@ class Components:
         keys = SigningKeys(http, settings.jwks_url, settings.jwks_min_refresh_interval)
         uma = UmaClient(http, settings.token_url, settings.client_id)
         cache = DecisionCache(settings.cache_max_ttl, settings.cache_size, redis)
-        authorizer = Authorizer(cache, uma)
+        if events is None and settings.revocation_enabled:
+            events = KeycloakEvents(
+                settings.keycloak_url,
+                settings.realm,
+                settings.client_id,
+                str(settings.client_secret),
+                str(settings.keycloak_ca_file) if settings.keycloak_ca_file else True,
+                settings.keycloak_timeout,
+                metrics,
+            )
+        revocation = Revocation(
+            events,
+            settings.revocation_poll,
+            settings.revocation_max_delay,
+            # The oldest decision a cache may hold: its lifetime plus the Keycloak call it waited for.
+            lookback=settings.cache_max_ttl + settings.keycloak_timeout,
+            metrics=metrics,
+        )
+        authorizer = Authorizer(cache, uma, revocation)
         tokens = TokenValidator(keys, settings.issuer, settings.audience)
         checker = Checker(settings.realm, routes, tokens, authorizer, metrics, settings.workspaces)
         sessions = signin = None
@@ -98,7 +122,7 @@ class Components:
             oidc = OidcClient(http, settings)
             sessions = SessionStore(KeyValue(redis), oidc, settings.session_lifetime, metrics=metrics)
             signin = SignIn(settings, oidc, sessions, tokens, metrics)
-        readiness = Readiness(http, settings.jwks_url, settings.token_url, redis)
+        readiness = Readiness(http, settings.jwks_url, settings.token_url, redis, revocation)
         credentials = CredentialSources(
             sessions,
             _basic_login(settings, http, redis),
@@ -106,11 +130,12 @@ class Components:
         )
         mlflow = httpx.AsyncClient(timeout=settings.keycloak_timeout, transport=raw_transport)
         return cls(
-            http, redis, keys, uma, authorizer, checker, metrics, sessions, signin, readiness,
+            http, redis, keys, uma, revocation, authorizer, checker, metrics, sessions, signin, readiness,
             audit.AuditLog(settings.audit_log), credentials, mlflow,
         )
 
     async def close(self) -> None:
+        await self.revocation.close()
         await self.http.aclose()
         await self.mlflow.aclose()
         if self.redis is not None:
@@ -129,43 +154,30 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     redis: Redis | None = None,
+    events: EventsSource | None = None,
 ) -> FastAPI:
     routes = RouteMap.load(settings.route_map_extra)
-    components = Components.build(settings, routes, transport, redis)
+    components = Components.build(settings, routes, transport, redis, events)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if components.revocation.enabled:
+            poller = asyncio.create_task(components.revocation.run(), name="revocation-poller")
+        else:
+            log.warning("revocation polling is off: a rights change waits for cached decisions to expire")
+            poller = None
         yield
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
         await components.close()
 
-    app = FastAPI(title="MLflow gate", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    check = CheckEndpoint(
+        components.checker, components.credentials, components.signin is not None, components.metrics, components.audit
+    )
+    app = GateApp(check, title="MLflow gate", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.components = components
-
-    @app.get("/_gate/check")
-    async def check(request: Request) -> Response:
-        method = request.headers.get("x-original-method", "")
-        uri = request.headers.get("x-original-uri", "")
-        checked = audit.Request(
-            request_id=request.headers.get("x-request-id", ""),
-            client_address=request.headers.get("x-real-ip", ""),
-            method=method,
-            uri=uri,
-            started=time.perf_counter(),
-        )
-        lookup_layer.set("")
-        credentials = components.credentials.for_request(
-            method, request.headers, request.cookies.get(SESSION_COOKIE), checked.client_address
-        )
-        signin = signin_location(uri) if components.signin and is_navigation(method, request) else None
-        offer_basic = components.credentials.basic is not None and not is_browser(request)
-        workspace_headers = request.headers.getlist(workspaces.HEADER)
-        verdict = await components.checker.check(method, uri, credentials, signin, offer_basic, workspace_headers)
-        layer = lookup_layer.get()
-        if layer:
-            components.metrics.cache_lookups.labels(layer).inc()
-        components.metrics.check_seconds.observe(time.perf_counter() - checked.started)
-        components.audit.record(checked, verdict, layer)
-        return Response(status_code=verdict.status, headers=verdict.headers)
 
     @app.get("/_gate/workspaces/{target:path}")
     async def workspace_listing(request: Request, target: str) -> Response:
@@ -234,25 +246,3 @@ def _basic_login(settings: Settings, http: httpx.AsyncClient, redis: Redis | Non
     throttle = FailureThrottle(digests, redis, settings.basic_max_failures, settings.basic_failure_window)
     return BasicLogin(exchange, throttle)
 
-
-def is_navigation(method: str, request: Request) -> bool:
-    """A browser loading a page (sent to sign-in), as opposed to a script or API client (gets 401)."""
-    if method not in ("GET", "HEAD"):
-        return False
-    mode = request.headers.get("sec-fetch-mode")
-    if mode is not None:
-        return mode == "navigate"
-    return "text/html" in request.headers.get("accept", "")
-
-
-def is_browser(request: Request) -> bool:
-    """Browsers send Sec-Fetch-* (or ask for HTML, or hold our cookie); they must never see a Basic
-    challenge, which would open their native password prompt instead of the sign-in page."""
-    headers = request.headers
-    return (
-        "sec-fetch-mode" in headers
-        or "sec-fetch-site" in headers
-        or "origin" in headers
-        or "text/html" in headers.get("accept", "")
-        or SESSION_COOKIE in request.cookies
-    )

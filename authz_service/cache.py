@@ -3,6 +3,9 @@
 Earlier gates asked Keycloak on every request. A decision depends on who asks (subject, roles,
 client) and what is asked (resource#scope), so the key is a digest of exactly those; two users or
 two role sets never share an entry. No entry outlives the token it was made for.
+
+Every entry, in memory and in Redis, carries the time it was decided. A reader passes the time
+before which decisions no longer hold (see revocation.py), whatever the key is made of.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .tokens import Identity
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "mlflow-gate:decision:v1:"
+KEY_PREFIX = "mlflow-gate:decision:v2:"
 GRANTS_PREFIX = "mlflow-gate:grants:v1:"
 
 # Which layer answered this request's lookup (memory, redis, miss), for its audit line and metrics.
@@ -37,12 +40,14 @@ lookup_layer: ContextVar[str] = ContextVar("decision_cache_layer", default="")
 class CachedDecision:
     allowed: bool
     expires_at: float
+    decided_at: float
 
 
 @dataclass(frozen=True)
 class CachedGrants:
     grants: frozenset[str]
     expires_at: float
+    decided_at: float
 
 
 def grants_key(identity: Identity) -> str:
@@ -76,31 +81,35 @@ class DecisionCache:
             maxsize=size, ttu=lambda _key, value, _now: value.expires_at, timer=clock
         )
 
-    async def get(self, key: str) -> bool | None:
-        entry = await self._read(key, _decode)
+    async def get(self, key: str, not_before: float = 0.0) -> bool | None:
+        """The cached decision, unless it was decided before `not_before` (then None: ask Keycloak)."""
+        entry = await self._read(key, not_before, _decode)
         return entry.allowed if isinstance(entry, CachedDecision) else None
 
-    async def put(self, key: str, allowed: bool, token_expires_at: float) -> None:
+    async def put(self, key: str, allowed: bool, token_expires_at: float, decided_at: float) -> None:
+        """`decided_at`: when the question was sent to Keycloak, so a change during the call voids it."""
         expires_at = self._expiry(token_expires_at)
         if expires_at is not None:
-            self._memory[key] = CachedDecision(allowed, expires_at)
-            await self._write(key, f"{int(allowed)}:{expires_at}", expires_at)
+            self._memory[key] = CachedDecision(allowed, expires_at, decided_at)
+            await self._write(key, f"{int(allowed)}:{expires_at}:{decided_at}", expires_at)
 
-    async def get_grants(self, key: str) -> frozenset[str] | None:
-        entry = await self._read(key, _decode_grants)
+    async def get_grants(self, key: str, not_before: float = 0.0) -> frozenset[str] | None:
+        """A cached permission set, under the same `not_before` rule as a decision."""
+        entry = await self._read(key, not_before, _decode_grants)
         return entry.grants if isinstance(entry, CachedGrants) else None
 
-    async def put_grants(self, key: str, grants: frozenset[str], token_expires_at: float) -> None:
+    async def put_grants(self, key: str, grants: frozenset[str], token_expires_at: float, decided_at: float) -> None:
         expires_at = self._expiry(token_expires_at)
         if expires_at is not None:
-            self._memory[key] = CachedGrants(grants, expires_at)
-            await self._write(key, json.dumps({"expires_at": expires_at, "grants": sorted(grants)}), expires_at)
+            self._memory[key] = CachedGrants(grants, expires_at, decided_at)
+            entry = {"expires_at": expires_at, "decided_at": decided_at, "grants": sorted(grants)}
+            await self._write(key, json.dumps(entry), expires_at)
 
     async def _read(
-        self, key: str, decode: Callable[[bytes | str | None], CachedDecision | CachedGrants | None]
+        self, key: str, not_before: float, decode: Callable[[bytes | str | None], CachedDecision | CachedGrants | None]
     ) -> CachedDecision | CachedGrants | None:
         cached = self._memory.get(key)
-        if cached is not None:
+        if cached is not None and cached.decided_at >= not_before:
             lookup_layer.set("memory")
             return cached
         lookup_layer.set("miss")
@@ -114,7 +123,7 @@ class DecisionCache:
             log.warning("decision cache: Redis read failed, asking Keycloak: %s", error)
             return None
         entry = decode(raw)
-        if entry is None or entry.expires_at <= self._clock():
+        if entry is None or entry.expires_at <= self._clock() or entry.decided_at < not_before:
             return None
         self._memory[key] = entry
         lookup_layer.set("redis")
@@ -141,9 +150,12 @@ def _decode(raw: bytes | str | None) -> CachedDecision | None:
     if raw is None:
         return None
     text = raw.decode() if isinstance(raw, bytes) else raw
-    allowed, _, expires_at = text.partition(":")
+    parts = text.split(":")
+    if len(parts) != 3:
+        return None
+    allowed, expires_at, decided_at = parts
     try:
-        return CachedDecision(allowed == "1", float(expires_at))
+        return CachedDecision(allowed == "1", float(expires_at), float(decided_at))
     except ValueError:
         return None
 
@@ -153,6 +165,7 @@ def _decode_grants(raw: bytes | str | None) -> CachedGrants | None:
         return None
     try:
         entry = json.loads(raw)
-        return CachedGrants(frozenset(str(grant) for grant in entry["grants"]), float(entry["expires_at"]))
+        grants = frozenset(str(grant) for grant in entry["grants"])
+        return CachedGrants(grants, float(entry["expires_at"]), float(entry["decided_at"]))
     except (ValueError, TypeError, KeyError):
         return None

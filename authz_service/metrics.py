@@ -75,6 +75,18 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.revocation_polls = Counter(
+            "gate_revocation_polls",
+            "Reads of Keycloak's admin and user events for rights changes, by result (ok, failed).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.revocation_changes = Counter(
+            "gate_revocation_changes",
+            "Rights changes learnt from Keycloak's events, by scope (user, realm).",
+            ["scope"],
+            registry=self.registry,
+        )
         self.redis_breaker_trips = Counter(
             "gate_redis_breaker_trips",
             "Times Redis stopped answering and the gate stopped asking it until it answers a probe again.",

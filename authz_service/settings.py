@@ -52,6 +52,8 @@ class Settings:
     basic_robot_prefix: str
     basic_max_failures: int
     basic_failure_window: float
+    revocation_poll: float
+    revocation_max_delay: float
     log_level: str
     host: str
     port: int
@@ -77,6 +79,11 @@ class Settings:
     @property
     def public_realm_url(self) -> str:
         return f"{self.keycloak_public_url}/realms/{self.realm}"
+
+    @property
+    def revocation_enabled(self) -> bool:
+        """Polling needs the gate's service account (its client secret); 0 seconds turns it off."""
+        return self.client_secret is not None and self.revocation_poll > 0
 
     @property
     def sso_enabled(self) -> bool:
@@ -120,6 +127,8 @@ class Settings:
             basic_robot_prefix=env.get("GATE_BASIC_ROBOT_PREFIX", "robot-", _name),
             basic_max_failures=env.get("GATE_BASIC_MAX_FAILURES", 10, _positive_int),
             basic_failure_window=env.get("GATE_BASIC_FAILURE_WINDOW", 300.0, _positive_float),
+            revocation_poll=env.get("GATE_REVOCATION_POLL", 2.0, _non_negative_float),
+            revocation_max_delay=env.get("GATE_REVOCATION_MAX_DELAY", 10.0, _positive_float),
             log_level=env.get("GATE_LOG_LEVEL", "INFO", _log_level),
             host=env.get("GATE_HOST", "127.0.0.1", _non_empty),
             port=env.get("GATE_PORT", 8090, _port),
@@ -135,6 +144,11 @@ class Settings:
             env.problems.append("GATE_MLFLOW_URL is required with GATE_WORKSPACES=on (the workspace listing asks MLflow)")
         if env.explicitly_on("GATE_BASIC_AUTH") and settings.basic_secret is None:
             env.problems.append("GATE_BASIC_SECRET is required when GATE_BASIC_AUTH is on")
+        if settings.revocation_poll >= settings.revocation_max_delay:
+            env.problems.append(
+                f"GATE_REVOCATION_POLL ({settings.revocation_poll:g} s) must be shorter than "
+                f"GATE_REVOCATION_MAX_DELAY ({settings.revocation_max_delay:g} s)"
+            )
         env.raise_if_invalid()
         return settings
 
@@ -204,6 +218,13 @@ def _positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0:
         raise ValueError("must be a positive number")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0:
+        raise ValueError("must be zero or a positive number")
     return value
 
 

@@ -10,13 +10,13 @@ An exception here reaches uvicorn, which answers 500; NGINX turns that into a 50
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from fastapi import FastAPI
 from starlette.requests import cookie_parser
 from starlette.types import Receive, Scope, Send
 
-from . import audit
+from . import audit, workspaces
 from .cache import lookup_layer
 from .checks import Checker, Verdict
 from .credentials import CredentialSources
@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .signin import SESSION_COOKIE, signin_location
 
 CHECK_PATH = "/_gate/check"
+WORKSPACE_HEADER = workspaces.HEADER.encode("latin-1")
 ALLOWED_METHODS = ("GET", "HEAD")
 """An auth_request subrequest is always a GET, whatever the client's method was."""
 
@@ -50,13 +51,14 @@ class CheckEndpoint:
 
     async def __call__(self, scope: Scope, _receive: Receive, send: Send) -> None:
         if scope["method"] in ALLOWED_METHODS:
-            verdict = await self.verdict(request_headers(scope))
+            verdict = await self.verdict(request_headers(scope), workspace_headers(scope))
         else:
             verdict = _NOT_ALLOWED
         await send({"type": "http.response.start", "status": verdict.status, "headers": raw_headers(verdict)})
         await send(_EMPTY_BODY)
 
-    async def verdict(self, headers: Mapping[str, str]) -> Verdict:
+    async def verdict(self, headers: Mapping[str, str], workspace_values: Sequence[str] = ()) -> Verdict:
+        """`workspace_values`: every X-MLFLOW-WORKSPACE value, repeats kept (the gate refuses them)."""
         method = headers.get("x-original-method", "")
         uri = headers.get("x-original-uri", "")
         checked = audit.Request(
@@ -71,7 +73,7 @@ class CheckEndpoint:
         credentials = self._credentials.for_request(method, headers, session_id, checked.client_address)
         signin = signin_location(uri) if self._signin_enabled and is_navigation(method, headers) else None
         offer_basic = self._credentials.basic is not None and not is_browser(headers, session_id)
-        verdict = await self._checker.check(method, uri, credentials, signin, offer_basic)
+        verdict = await self._checker.check(method, uri, credentials, signin, offer_basic, workspace_values)
         layer = lookup_layer.get()
         if layer:
             self._metrics.cache_lookups.labels(layer).inc()
@@ -97,6 +99,10 @@ class GateApp(FastAPI):
 def request_headers(scope: Scope) -> dict[str, str]:
     """The request's headers by lower-case name (ASGI lowers them); the first of repeats wins."""
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
+
+
+def workspace_headers(scope: Scope) -> list[str]:
+    return [value.decode("latin-1") for name, value in scope["headers"] if name == WORKSPACE_HEADER]
 
 
 def raw_headers(verdict: Verdict) -> list[tuple[bytes, bytes]]:

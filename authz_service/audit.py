@@ -9,16 +9,17 @@ reason, the decision-cache layer and the time taken. Never a token, cookie, pass
 from __future__ import annotations
 
 import json
-import logging
-import sys
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from logging.handlers import WatchedFileHandler
+from pathlib import Path
 
 from .checks import Verdict
 
 MAX_FIELD = 512
+REOPEN_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -38,20 +39,40 @@ class Request:
 
 
 class AuditLog:
-    """`destination` is "-" (stdout), "off", or a file path (reopened when logrotate moves it)."""
+    """`destination` is "-" (stdout), "off", or a file path.
 
-    def __init__(self, destination: str) -> None:
+    Each line is one os.write to a descriptor opened with O_APPEND, so the lines of several worker
+    processes never interleave and nothing waits in a buffer. A file that logrotate moved away is
+    noticed within a second and opened again.
+    """
+
+    def __init__(self, destination: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.enabled = destination != "off"
-        self._logger = logging.Logger("mlflow_gate.audit", logging.INFO)
-        if self.enabled:
-            handler = logging.StreamHandler(sys.stdout) if destination == "-" else WatchedFileHandler(destination)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            self._logger.addHandler(handler)
+        self._path = None if destination in ("-", "off") else Path(destination)
+        self._clock = clock
+        self._fd = 1 if self._path is None else self._open()
+        self._checked_at = clock()
 
     def record(self, request: Request, verdict: Verdict, cache_layer: str) -> None:
         if not self.enabled:
             return
-        self._logger.info(line(request, verdict, cache_layer, time.perf_counter()))
+        if self._path is not None and self._clock() - self._checked_at >= REOPEN_CHECK_SECONDS:
+            self._reopen_if_moved()
+        os.write(self._fd, (line(request, verdict, cache_layer, time.perf_counter()) + "\n").encode())
+
+    def _open(self) -> int:
+        assert self._path is not None
+        return os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def _reopen_if_moved(self) -> None:
+        self._checked_at = self._clock()
+        try:
+            moved = os.stat(self._path).st_ino != os.fstat(self._fd).st_ino  # type: ignore[arg-type]
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            os.close(self._fd)
+            self._fd = self._open()
 
 
 def line(request: Request, verdict: Verdict, cache_layer: str, now: float) -> str:

@@ -3,6 +3,9 @@
 Earlier gates asked Keycloak on every request. A decision depends on who asks (subject, roles,
 client) and what is asked (resource#scope), so the key is a digest of exactly those; two users or
 two role sets never share an entry. No entry outlives the token it was made for.
+
+Every entry, in memory and in Redis, carries the time it was decided. A reader passes the time
+before which decisions no longer hold (see revocation.py), whatever the key is made of.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .tokens import Identity
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "mlflow-gate:decision:v1:"
+KEY_PREFIX = "mlflow-gate:decision:v2:"
 
 # Which layer answered this request's lookup (memory, redis, miss), for its audit line and metrics.
 # Each request runs in its own task, hence its own context: no request sees another's value.
@@ -36,6 +39,7 @@ lookup_layer: ContextVar[str] = ContextVar("decision_cache_layer", default="")
 class CachedDecision:
     allowed: bool
     expires_at: float
+    decided_at: float
 
 
 def decision_key(identity: Identity, permission: Permission) -> str:
@@ -63,9 +67,10 @@ class DecisionCache:
             maxsize=size, ttu=lambda _key, value, _now: value.expires_at, timer=clock
         )
 
-    async def get(self, key: str) -> bool | None:
+    async def get(self, key: str, not_before: float = 0.0) -> bool | None:
+        """The cached decision, unless it was decided before `not_before` (then None: ask Keycloak)."""
         cached = self._memory.get(key)
-        if cached is not None:
+        if cached is not None and cached.decided_at >= not_before:
             lookup_layer.set("memory")
             return cached.allowed
         lookup_layer.set("miss")
@@ -79,24 +84,25 @@ class DecisionCache:
             log.warning("decision cache: Redis read failed, asking Keycloak: %s", error)
             return None
         decision = _decode(raw)
-        if decision is None or decision.expires_at <= self._clock():
+        if decision is None or decision.expires_at <= self._clock() or decision.decided_at < not_before:
             return None
         self._memory[key] = decision
         lookup_layer.set("redis")
         return decision.allowed
 
-    async def put(self, key: str, allowed: bool, token_expires_at: float) -> None:
+    async def put(self, key: str, allowed: bool, token_expires_at: float, decided_at: float) -> None:
+        """`decided_at`: when the question was sent to Keycloak, so a change during the call voids it."""
         now = self._clock()
         expires_at = min(now + self._max_ttl, token_expires_at)
         if expires_at <= now:
             return
-        decision = CachedDecision(allowed, expires_at)
+        decision = CachedDecision(allowed, expires_at, decided_at)
         self._memory[key] = decision
         if self._redis is None:
             return
         try:
             await self._redis.set(
-                key, f"{int(allowed)}:{expires_at}", px=max(1, int((expires_at - now) * 1000))
+                key, f"{int(allowed)}:{expires_at}:{decided_at}", px=max(1, int((expires_at - now) * 1000))
             )
         except RedisUnavailable:
             return
@@ -108,8 +114,11 @@ def _decode(raw: bytes | str | None) -> CachedDecision | None:
     if raw is None:
         return None
     text = raw.decode() if isinstance(raw, bytes) else raw
-    allowed, _, expires_at = text.partition(":")
+    parts = text.split(":")
+    if len(parts) != 3:
+        return None
+    allowed, expires_at, decided_at = parts
     try:
-        return CachedDecision(allowed == "1", float(expires_at))
+        return CachedDecision(allowed == "1", float(expires_at), float(decided_at))
     except ValueError:
         return None

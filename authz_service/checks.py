@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
+from .credentials import Credentials, CredentialsRejected, CredentialsUnavailable, CrossSiteRefused, TooManyFailures
 from .decisions import Authorizer
 from .metrics import Metrics
 from .routes import Permission, Public, Refusal, RouteMap
@@ -23,21 +23,13 @@ log = logging.getLogger(__name__)
 _UNSAFE_REASON = re.compile(r"[^A-Za-z0-9 #._:/@()+-]")
 
 
-Credentials = Callable[[], Awaitable[str | None]]
-"""Resolves the caller's access token (bearer header or session cookie), only once it is needed."""
-
-
-class CredentialsUnavailable(Exception):
-    """The session store or Keycloak could not produce the session's token; answered with 503."""
-
-
 @dataclass(frozen=True)
 class Verdict:
     """The answer to NGINX (status, headers) plus what the audit line and metrics say about it."""
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
-    outcome: str = ""  # allowed, denied, unauthenticated, unmapped, unavailable, public
+    outcome: str = ""  # allowed, denied, unauthenticated, unmapped, unavailable, public, cross_site, throttled
     reason: str = ""
     permission: str = ""  # resource#scope, when the route maps to one
     user: str = ""
@@ -59,14 +51,26 @@ class Checker:
         self._authorizer = authorizer
         self._metrics = metrics
 
-    async def check(self, method: str, uri: str, credentials: Credentials, signin: str | None = None) -> Verdict:
-        """`signin` is where to send a browser navigation that turns out to be unauthenticated."""
+    async def check(
+        self,
+        method: str,
+        uri: str,
+        credentials: Credentials,
+        signin: str | None = None,
+        offer_basic: bool = False,
+    ) -> Verdict:
+        """`signin` is where to send a browser navigation that turns out to be unauthenticated;
+        `offer_basic` adds a Basic challenge to a 401, which must never happen for a browser (it
+        would open the browser's own password prompt)."""
         verdict = await self._check(method, uri, credentials)
         self._metrics.checks.labels(verdict.outcome).inc()
         if verdict.permission:
             self._metrics.permission_checks.labels(verdict.permission, verdict.outcome).inc()
         if verdict.status == 401 and signin is not None:
             return replace(verdict, headers={**verdict.headers, "X-Gate-Signin": signin})
+        if verdict.status == 401 and offer_basic:
+            challenge = f'{verdict.headers["WWW-Authenticate"]}, Basic realm="{self._realm}", charset="UTF-8"'
+            return replace(verdict, headers={**verdict.headers, "WWW-Authenticate": challenge})
         return verdict
 
     async def _check(self, method: str, uri: str, credentials: Credentials) -> Verdict:
@@ -82,8 +86,16 @@ class Checker:
         try:
             token = await credentials()
         except CredentialsUnavailable as error:
-            log.error("cannot read or refresh the session: %s", error)
-            return Verdict(503, outcome="unavailable", reason="session store unavailable", permission=wanted)
+            log.error("cannot read or refresh the session or exchange Basic credentials: %s", error)
+            return Verdict(503, outcome="unavailable", reason="session store or Keycloak unavailable", permission=wanted)
+        except CredentialsRejected as error:
+            self._metrics.token_refusals.labels("basic_rejected").inc()
+            return replace(self._unauthenticated("invalid_token", str(error)), permission=wanted)
+        except CrossSiteRefused as error:
+            log.warning("%s (%s %s)", error, method, uri)
+            return replace(self._forbidden("cross_site", str(error)), permission=wanted)
+        except TooManyFailures as error:
+            return replace(self._throttled(error.retry_after), permission=wanted)
         if token is None:
             self._metrics.token_refusals.labels("missing").inc()
             return replace(self._unauthenticated(None, "sign in or send a Bearer token"), permission=wanted)
@@ -95,22 +107,21 @@ class Checker:
         except SigningKeysUnavailable as error:
             log.error("cannot check tokens: %s", error)
             return Verdict(503, outcome="unavailable", reason="signing keys unavailable", permission=wanted)
-        verdict = await self._decide(identity, route)
-        return replace(verdict, permission=wanted, user=identity.username, client=identity.client)
+        return await self._decide(identity, route, wanted)
 
-    async def _decide(self, identity: Identity, permission: Permission) -> Verdict:
+    async def _decide(self, identity: Identity, permission: Permission, wanted: str) -> Verdict:
+        who = {"permission": wanted, "user": identity.username, "client": identity.client}
         try:
             allowed = await self._authorizer.is_allowed(identity, permission)
         except TokenRejected as error:
             self._metrics.token_refusals.labels("rejected_by_keycloak").inc()
-            return self._unauthenticated("invalid_token", f"Keycloak rejected the token: {error}")
+            return replace(self._unauthenticated("invalid_token", f"Keycloak rejected the token: {error}"), **who)
         except KeycloakUnavailable as error:
-            log.error("no decision for %s on %s#%s: %s", identity.username, permission.resource, permission.scope, error)
-            return Verdict(503, outcome="unavailable", reason="Keycloak unavailable")
-        wanted = f"{permission.resource}#{permission.scope}"
+            log.error("no decision for %s on %s: %s", identity.username, wanted, error)
+            return Verdict(503, outcome="unavailable", reason="Keycloak unavailable", **who)
         if not allowed:
             log.info("denied %s %s", identity.username, wanted)
-            return self._forbidden("denied", f"user {identity.username} lacks permission {wanted}")
+            return replace(self._forbidden("denied", f"user {identity.username} lacks permission {wanted}"), **who)
         return Verdict(
             200,
             {
@@ -120,6 +131,7 @@ class Checker:
             },
             outcome="allowed",
             reason="granted by Keycloak",
+            **who,
         )
 
     def _unauthenticated(self, error: str | None, description: str) -> Verdict:
@@ -127,6 +139,16 @@ class Checker:
         if error is not None:
             challenge += f', error="{error}", error_description="{_reason(description)}"'
         return Verdict(401, {"WWW-Authenticate": challenge}, outcome="unauthenticated", reason=_reason(description))
+
+    def _throttled(self, retry_after: int) -> Verdict:
+        """NGINX turns any auth status but 2xx/401/403 into 500, so the 429 travels as a header."""
+        reason = f"too many failed sign-in attempts; retry after {retry_after} seconds"
+        return Verdict(
+            403,
+            {"X-Gate-Status": "429", "Retry-After": str(retry_after), "X-Gate-Reason": reason},
+            outcome="throttled",
+            reason=reason,
+        )
 
     def _forbidden(self, outcome: str, reason: str) -> Verdict:
         return Verdict(403, {"X-Gate-Reason": _reason(reason)}, outcome=outcome, reason=_reason(reason))

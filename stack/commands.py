@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -137,6 +138,19 @@ def test(layout: Layout, pytest_args: Sequence[str]) -> int:
     """Run pytest in the stack venv; integration fixtures start the stack when needed."""
     install.ensure_apt_packages({**install.STACK_PACKAGES, **install.BROWSER_PACKAGES})
     install.ensure_venv(layout)
+    selected = [arg for arg in pytest_args if not arg.startswith("-")]
+    if not selected or not all(arg.startswith("tests/unit") for arg in selected):
+        # helm takes minutes to build on 2 cores; build it while the earlier tests run, and the
+        # chart tests wait on the same lock instead of starting a second build.
+        threading.Thread(target=_build_helm_quietly, args=(layout,), daemon=True).start()
     return subprocess.run(
         [str(layout.venv_python), "-m", "pytest", *pytest_args], cwd=layout.repo, check=False
     ).returncode
+
+
+def _build_helm_quietly(layout: Layout) -> None:
+    """A failure here is not reported: the chart tests call ensure_helm again and show the error."""
+    try:
+        install.ensure_helm(layout)
+    except install.InstallError:
+        pass

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import install, nginx
 from .layout import (
+    DEV_BASIC_SECRET,
     DEV_GATE_CLIENT_SECRET,
     GATE_CLIENT_ID,
     GATE_PORT,
@@ -187,6 +188,7 @@ def gate(layout: Layout) -> Component:
             "GATE_CLIENT_SECRET": DEV_GATE_CLIENT_SECRET,
             "GATE_PUBLIC_URL": url(GATEWAY_PORT),
             "GATE_REDIS_URL": f"redis://{HOST}:{REDIS_PORT}/0",
+            "GATE_BASIC_SECRET": DEV_BASIC_SECRET,
             "GATE_LOG_LEVEL": "INFO",
             # One JSON line per decision, apart from the service log.
             "GATE_AUDIT_LOG": str(state / "audit.log"),

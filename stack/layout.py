@@ -39,6 +39,8 @@ GATE_CLIENT_ID = "mlflow-gate"
 CLI_CLIENT_ID = "mlflow-cli"
 # Must equal the default of the ${MLFLOW_GATE_CLIENT_SECRET:...} placeholder in the realm file.
 DEV_GATE_CLIENT_SECRET = "dev-only-mlflow-gate-secret"
+# Development only: keys the digests of Basic credentials (GATE_BASIC_SECRET); never reuse it.
+DEV_BASIC_SECRET = "dev-only-basic-exchange-secret-0123456789"
 KEYCLOAK_ADMIN_USER = "admin"
 
 

@@ -19,14 +19,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from authz_service.__main__ import prepare_multiprocess_dir
 from authz_service.app import create_app
+from authz_service.audit import AuditLog
+from authz_service.audit import Request as AuditRequest
+from authz_service.checks import Verdict
 from authz_service.health import Readiness
-from authz_service.keycloak_calls import KeycloakTransport
+from authz_service.keycloak_calls import KeycloakTransport, endpoint_of
 from authz_service.metrics import Metrics
 from authz_service.redis_breaker import Breaker, GuardedRedis, RedisUnavailable
 from authz_service.settings import Settings, SettingsError
 
 from .test_app import (  # noqa: F401 (client, keycloak and realm are fixtures)
     DELETE_EXPERIMENT,
+    BrokenRedis,
     GET_EXPERIMENT,
     JWKS_URL,
     TOKEN_URL,
@@ -305,3 +309,41 @@ def test_grafana_dashboard_only_uses_metrics_the_gate_exports() -> None:
         for sample_name in (family.name, f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count")
     }
     assert used and used <= exported, used - exported
+
+
+def test_audit_file_is_opened_again_after_logrotate_moved_it(tmp_path: Path) -> None:
+    clock = [0.0]
+    path = tmp_path / "audit.log"
+    log = AuditLog(str(path), clock=lambda: clock[0])
+    request = AuditRequest("id-1", "192.0.2.1", "GET", "/health", time.perf_counter())
+    log.record(request, Verdict(200, outcome="public"), "")
+    path.rename(tmp_path / "audit.log.1")
+    clock[0] = 1.0
+    log.record(request, Verdict(200, outcome="public"), "")
+    assert len((tmp_path / "audit.log.1").read_text().splitlines()) == 1
+    assert json.loads(path.read_text())["verdict"] == "public"
+
+
+def test_sign_in_without_redis_is_a_clear_503(keycloak: FakeKeycloak) -> None:
+    app = create_app(
+        settings(GATE_CLIENT_SECRET="test-secret", GATE_PUBLIC_URL="http://gateway.test"),
+        transport=httpx.MockTransport(keycloak.handle),
+        redis=BrokenRedis(),  # type: ignore[arg-type]
+    )
+    response = TestClient(app).get("/oauth2/start", params={"rd": "/", "go": "1"}, follow_redirects=False)
+    assert response.status_code == 503
+    assert "session store unreachable" in response.text
+    assert response.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "form", "endpoint"),
+    [
+        ("POST", TOKEN_URL, {"grant_type": "urn:ietf:params:oauth:grant-type:uma-ticket"}, "uma"),
+        ("POST", TOKEN_URL, {"grant_type": "refresh_token"}, "token"),
+        ("GET", JWKS_URL, None, "jwks"),
+        ("GET", "http://keycloak.test/admin/realms/mlflow/events", None, "events"),
+    ],
+)
+def test_keycloak_calls_are_labelled_by_endpoint(method: str, url: str, form: dict[str, str] | None, endpoint: str) -> None:
+    assert endpoint_of(httpx.Request(method, url, data=form)) == endpoint

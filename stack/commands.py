@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import components, install, postgres, procs, replicas, state
+from . import components, install, postgres, procs, replicas, state, workspaces
 from .components import HEALTH
-from .layout import ALL_PORTS, HOST, REPLICA_PORTS, Layout
+from .layout import ALL_PORTS, HOST, REPLICA_PORTS, WORKSPACES, Layout
 from .procs import Probe
 from .starting import Starter
 
@@ -61,6 +61,14 @@ def up(layout: Layout, with_replicas: bool = False) -> int:
     stack = state.document(layout, admin_password)
     stack |= replicas.document(layout) if with_replicas else state.single_topology()
     state.write(layout, stack)
+    if WORKSPACES:
+        print("creating the demo workspaces with mlflow-gate-admin", flush=True)
+        try:
+            workspaces.create(layout, admin_password)
+        except RuntimeError as error:
+            # Left running so the failure can be looked at; a later `up` starts afresh.
+            print(f"\nthe stack is up but its demo workspaces are not: {error}", flush=True)
+            return 1
     _print_summary(layout, stack, starter.elapsed())
     return 0
 

@@ -27,6 +27,7 @@ from .layout import (
     MLFLOW_PORT,
     REALM,
     REDIS_PORT,
+    WORKSPACES,
     Layout,
     auth_cache_seconds,
     url,
@@ -208,6 +209,7 @@ def mlflow(
             # Two workers serve a test stack well and halve MLflow's memory on small boxes.
             "--workers",
             str(workers),
+            *(["--enable-workspaces"] if WORKSPACES else []),
         ],
         probe=mlflow_probe(instance),
         timeout=400,
@@ -236,6 +238,8 @@ def gate(layout: Layout, instance: int = 1) -> Component:
             "GATE_REDIS_URL": f"redis://{HOST}:{REDIS_PORT}/0",
             "GATE_BASIC_SECRET": DEV_BASIC_SECRET,
             "GATE_LOG_LEVEL": "INFO",
+            "GATE_WORKSPACES": "on" if WORKSPACES else "off",
+            "GATE_MLFLOW_URL": url(MLFLOW_PORT),
             # One JSON line per decision, apart from the service log.
             "GATE_AUDIT_LOG": str(state / "audit.log"),
             # uvicorn worker processes; `GATE_WORKERS=2 python3 -m stack up` tries two.

@@ -25,7 +25,16 @@ def _port_offset() -> int:
     return int(raw)
 
 
+def _workspaces() -> bool:
+    """MLFLOW_GATE_WORKSPACES=off runs MLflow and the gate without workspaces (default: on)."""
+    raw = os.environ.get("MLFLOW_GATE_WORKSPACES", "on").strip().lower() or "on"
+    if raw not in ("on", "off"):
+        raise SystemExit(f"MLFLOW_GATE_WORKSPACES={raw!r}: expected on or off")
+    return raw == "on"
+
+
 PORT_OFFSET = _port_offset()
+WORKSPACES = _workspaces()
 
 
 def auth_cache_seconds() -> int:

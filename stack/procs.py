@@ -6,6 +6,7 @@ shell wrapper and JVM, MLflow's workers) and nothing outlives the stack.
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -34,7 +35,8 @@ class HttpProbe:
         try:
             with urllib.request.urlopen(self.url, timeout=2.0) as response:
                 return bool(response.status == 200)
-        except (OSError, urllib.error.URLError):
+        except (OSError, urllib.error.URLError, http.client.HTTPException):
+            # HTTPException: something that is not this component answers on its port.
             return False
 
     def __str__(self) -> str:

@@ -4,8 +4,9 @@ Earlier gates asked Keycloak on every request. A decision depends on who asks (s
 client) and what is asked (resource#scope), so the key is a digest of exactly those; two users or
 two role sets never share an entry. No entry outlives the token it was made for.
 
-Every entry, in memory and in Redis, carries the time it was decided. A reader passes the time
-before which decisions no longer hold (see revocation.py), whatever the key is made of.
+Every entry, in memory and in Redis, carries the time it was decided. A reader passes the times
+before which decisions no longer hold (revocation.NotBefore: one for this process's own decisions,
+one for those other processes shared through Redis), whatever the key is made of.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .redis_breaker import RedisUnavailable
+from .revocation import ALWAYS, NotBefore
 from .routes import Permission
 from .tokens import Identity
 
@@ -40,6 +42,11 @@ class CachedDecision:
     allowed: bool
     expires_at: float
     decided_at: float
+    shared: bool
+    """Read from Redis (another process may have made it), as opposed to made by this process."""
+
+    def holds(self, not_before: NotBefore) -> bool:
+        return self.decided_at >= (not_before.shared if self.shared else not_before.own)
 
 
 def decision_key(identity: Identity, permission: Permission) -> str:
@@ -67,10 +74,10 @@ class DecisionCache:
             maxsize=size, ttu=lambda _key, value, _now: value.expires_at, timer=clock
         )
 
-    async def get(self, key: str, not_before: float = 0.0) -> bool | None:
+    async def get(self, key: str, not_before: NotBefore = ALWAYS) -> bool | None:
         """The cached decision, unless it was decided before `not_before` (then None: ask Keycloak)."""
         cached = self._memory.get(key)
-        if cached is not None and cached.decided_at >= not_before:
+        if cached is not None and cached.holds(not_before):
             lookup_layer.set("memory")
             return cached.allowed
         lookup_layer.set("miss")
@@ -84,7 +91,7 @@ class DecisionCache:
             log.warning("decision cache: Redis read failed, asking Keycloak: %s", error)
             return None
         decision = _decode(raw)
-        if decision is None or decision.expires_at <= self._clock() or decision.decided_at < not_before:
+        if decision is None or decision.expires_at <= self._clock() or not decision.holds(not_before):
             return None
         self._memory[key] = decision
         lookup_layer.set("redis")
@@ -96,7 +103,7 @@ class DecisionCache:
         expires_at = min(now + self._max_ttl, token_expires_at)
         if expires_at <= now:
             return
-        decision = CachedDecision(allowed, expires_at, decided_at)
+        decision = CachedDecision(allowed, expires_at, decided_at, shared=False)
         self._memory[key] = decision
         if self._redis is None:
             return
@@ -119,6 +126,6 @@ def _decode(raw: bytes | str | None) -> CachedDecision | None:
         return None
     allowed, expires_at, decided_at = parts
     try:
-        return CachedDecision(allowed == "1", float(expires_at), float(decided_at))
+        return CachedDecision(allowed == "1", float(expires_at), float(decided_at), shared=True)
     except ValueError:
         return None

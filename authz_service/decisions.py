@@ -41,7 +41,7 @@ class Authorizer:
             self.cache_hits += 1
             return cached
         pending = self._in_flight.get(key)
-        if pending is not None and pending[0] >= not_before:
+        if pending is not None and pending[0] >= not_before.own:
             return await asyncio.shield(pending[1])
         if pending is not None:
             return await self._ask(key, identity, permission)

@@ -22,7 +22,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.checks = Counter(
             "gate_checks",
-            "Auth subrequests answered, by outcome (allowed, denied, unauthenticated, unmapped, unavailable, public).",
+            "Auth subrequests answered, by outcome (allowed, denied, unauthenticated, unmapped, unavailable, public, cross_site, throttled).",
             ["outcome"],
             registry=self.registry,
         )

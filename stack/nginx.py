@@ -8,15 +8,24 @@ empty string, so a typo cannot silently produce `server ;`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 TEMPLATE_VARIABLES = frozenset(
-    {"GATEWAY_LISTEN", "GATEWAY_TLS", "GATE_UPSTREAM", "MLFLOW_UPSTREAM", "MLFLOW_HOST_HEADER"}
+    {
+        "GATEWAY_LISTEN",
+        "GATEWAY_TLS",
+        "GATE_UPSTREAM",
+        "GATE_EXTRA_SERVERS",
+        "MLFLOW_UPSTREAM",
+        "MLFLOW_EXTRA_SERVERS",
+        "MLFLOW_HOST_HEADER",
+    }
 )
-# Placeholders a caller may leave out: without TLS directives the gateway speaks plain HTTP.
-DEFAULTS = {"GATEWAY_TLS": ""}
+# Placeholders a caller may leave out: without TLS directives the gateway speaks plain HTTP,
+# and without extra servers each upstream has the one address it was given.
+DEFAULTS = {"GATEWAY_TLS": "", "GATE_EXTRA_SERVERS": "", "MLFLOW_EXTRA_SERVERS": ""}
 
 
 class TemplateError(ValueError):
@@ -31,6 +40,11 @@ def render_template(template: str, values: Mapping[str, str]) -> str:
     if unknown or missing:
         raise TemplateError(f"unknown placeholders {sorted(unknown)}, missing values {sorted(missing)}")
     return PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
+
+
+def server_lines(addresses: Iterable[str]) -> str:
+    """`server a; server b;` for an upstream's extra-servers placeholder (empty for none)."""
+    return " ".join(f"server {address};" for address in addresses)
 
 
 def main_config(state: Path, gateway_conf: Path) -> str:

@@ -118,7 +118,9 @@ does not know fails the render instead of reaching NGINX. */}}
   "GATEWAY_LISTEN" $listen
   "GATEWAY_TLS" $tls
   "GATE_UPSTREAM" (include "mlflow-gate.gateAddress" .)
+  "GATE_EXTRA_SERVERS" ""
   "MLFLOW_UPSTREAM" (required "mlflow.address is required" .Values.mlflow.address)
+  "MLFLOW_EXTRA_SERVERS" ""
   "MLFLOW_HOST_HEADER" (include "mlflow-gate.mlflowHostHeader" .) -}}
 {{- range $name, $value := $values -}}
 {{- $conf = replace (printf "${%s}" $name) $value $conf -}}

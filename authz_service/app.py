@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import audit
+from . import audit, workspaces
 from .basic import BasicExchange, KeyedDigests
 from .cache import DecisionCache
 from .check_route import CheckEndpoint, GateApp
@@ -61,6 +61,8 @@ class Components:
     readiness: Readiness
     audit: audit.AuditLog
     credentials: CredentialSources
+    mlflow: httpx.AsyncClient
+    """Only for the workspace listing; kept apart from the Keycloak client and its limits."""
 
     @classmethod
     def build(
@@ -73,6 +75,7 @@ class Components:
     ) -> Components:
         """`events` replaces Keycloak's event API (tests); by default it is read when revocation is on."""
         metrics = Metrics(str(settings.metrics_dir) if settings.metrics_dir else None)
+        raw_transport = transport
         if transport is None:
             transport = httpx.AsyncHTTPTransport(
                 verify=str(settings.keycloak_ca_file) if settings.keycloak_ca_file else True,
@@ -113,7 +116,7 @@ class Components:
         )
         authorizer = Authorizer(cache, uma, revocation)
         tokens = TokenValidator(keys, settings.issuer, settings.audience)
-        checker = Checker(settings.realm, routes, tokens, authorizer, metrics)
+        checker = Checker(settings.realm, routes, tokens, authorizer, metrics, settings.workspaces)
         sessions = signin = None
         if settings.sso_enabled:
             oidc = OidcClient(http, settings)
@@ -125,14 +128,16 @@ class Components:
             _basic_login(settings, http, redis),
             public_origin(settings.public_url) if settings.public_url else None,
         )
+        mlflow = httpx.AsyncClient(timeout=settings.keycloak_timeout, transport=raw_transport)
         return cls(
             http, redis, keys, uma, revocation, authorizer, checker, metrics, sessions, signin, readiness,
-            audit.AuditLog(settings.audit_log), credentials,
+            audit.AuditLog(settings.audit_log), credentials, mlflow,
         )
 
     async def close(self) -> None:
         await self.revocation.close()
         await self.http.aclose()
+        await self.mlflow.aclose()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -173,6 +178,27 @@ def create_app(
     )
     app = GateApp(check, title="MLflow gate", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.components = components
+
+    @app.get("/_gate/workspaces/{target:path}")
+    async def workspace_listing(request: Request, target: str) -> Response:
+        """MLflow's workspace listing, cut down to what the check said the caller may read.
+
+        NGINX routes an allowed listing here instead of to MLflow, with the check's answer in
+        X-Gate-Readable-Workspaces (a header no client can set: NGINX replaces it).
+        """
+        readable = request.headers.get(workspaces.READABLE_HEADER.lower())
+        uri = "/" + target + (f"?{request.url.query}" if request.url.query else "")
+        if readable is None or settings.mlflow_url is None or not workspaces.is_listing("GET", uri):
+            return Response(status_code=403)
+        try:
+            upstream = await components.mlflow.get(settings.mlflow_url + uri)
+            body = upstream.json()
+        except (httpx.HTTPError, ValueError) as error:
+            log.error("workspace listing: MLflow did not answer: %s", error)
+            return Response(status_code=503)
+        if upstream.status_code != 200:
+            return JSONResponse(body, status_code=upstream.status_code)
+        return JSONResponse(workspaces.filter_listing(body, readable))
 
     if components.signin is not None:
         app.include_router(components.signin.router())

@@ -10,13 +10,13 @@ An exception here reaches uvicorn, which answers 500; NGINX turns that into a 50
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from fastapi import FastAPI
 from starlette.requests import cookie_parser
 from starlette.types import Receive, Scope, Send
 
-from . import audit
+from . import audit, workspaces
 from .cache import lookup_layer
 from .checks import Checker, Verdict
 from .credentials import CredentialSources
@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .signin import SESSION_COOKIE, signin_location
 
 CHECK_PATH = "/_gate/check"
+WORKSPACE_HEADER = workspaces.HEADER.encode("latin-1")
 ALLOWED_METHODS = ("GET", "HEAD")
 """An auth_request subrequest is always a GET, whatever the client's method was."""
 
@@ -50,13 +51,14 @@ class CheckEndpoint:
 
     async def __call__(self, scope: Scope, _receive: Receive, send: Send) -> None:
         if scope["method"] in ALLOWED_METHODS:
-            verdict = await self.verdict(request_headers(scope))
+            verdict = await self.verdict(request_headers(scope), workspace_headers(scope))
         else:
             verdict = _NOT_ALLOWED
         await send({"type": "http.response.start", "status": verdict.status, "headers": raw_headers(verdict)})
         await send(_EMPTY_BODY)
 
-    async def verdict(self, headers: Mapping[str, str]) -> Verdict:
+    async def verdict(self, headers: Mapping[str, str], workspace_values: Sequence[str] = ()) -> Verdict:
+        """`workspace_values`: every X-MLFLOW-WORKSPACE value, repeats kept (the gate refuses them)."""
         method = headers.get("x-original-method", "")
         uri = headers.get("x-original-uri", "")
         checked = audit.Request(
@@ -67,11 +69,11 @@ class CheckEndpoint:
             started=time.perf_counter(),
         )
         lookup_layer.set("")
-        session_id = cookie_parser(headers["cookie"]).get(SESSION_COOKIE) if "cookie" in headers else None
+        session_id = session_cookie(headers)
         credentials = self._credentials.for_request(method, headers, session_id, checked.client_address)
         signin = signin_location(uri) if self._signin_enabled and is_navigation(method, headers) else None
         offer_basic = self._credentials.basic is not None and not is_browser(headers, session_id)
-        verdict = await self._checker.check(method, uri, credentials, signin, offer_basic)
+        verdict = await self._checker.check(method, uri, credentials, signin, offer_basic, workspace_values)
         layer = lookup_layer.get()
         if layer:
             self._metrics.cache_lookups.labels(layer).inc()
@@ -99,6 +101,10 @@ def request_headers(scope: Scope) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in reversed(scope["headers"])}
 
 
+def workspace_headers(scope: Scope) -> list[str]:
+    return [value.decode("latin-1") for name, value in scope["headers"] if name == WORKSPACE_HEADER]
+
+
 def raw_headers(verdict: Verdict) -> list[tuple[bytes, bytes]]:
     headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in verdict.headers.items()]
     headers.append((b"content-length", b"0"))
@@ -113,6 +119,12 @@ def is_navigation(method: str, headers: Mapping[str, str]) -> bool:
     if mode is not None:
         return mode == "navigate"
     return "text/html" in headers.get("accept", "")
+
+
+def session_cookie(headers: Mapping[str, str]) -> str | None:
+    """The gate's session id, if the request carries its cookie (parsed only when there are cookies)."""
+    cookie = headers.get("cookie")
+    return cookie_parser(cookie).get(SESSION_COOKIE) if cookie else None
 
 
 def is_browser(headers: Mapping[str, str], session_id: str | None) -> bool:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
+from . import workspaces
 from .credentials import Credentials, CredentialsRejected, CredentialsUnavailable, CrossSiteRefused, TooManyFailures
 from .decisions import Authorizer
 from .metrics import Metrics
@@ -44,8 +46,10 @@ class Checker:
         tokens: TokenValidator,
         authorizer: Authorizer,
         metrics: Metrics,
+        workspaces_enabled: bool = False,
     ) -> None:
         self._realm = realm
+        self._workspaces_enabled = workspaces_enabled
         self._routes = routes
         self._tokens = tokens
         self._authorizer = authorizer
@@ -58,11 +62,13 @@ class Checker:
         credentials: Credentials,
         signin: str | None = None,
         offer_basic: bool = False,
+        workspace_headers: Sequence[str] = (),
     ) -> Verdict:
         """`signin` is where to send a browser navigation that turns out to be unauthenticated;
         `offer_basic` adds a Basic challenge to a 401, which must never happen for a browser (it
-        would open the browser's own password prompt)."""
-        verdict = await self._check(method, uri, credentials)
+        would open the browser's own password prompt); `workspace_headers` are the request's
+        X-MLFLOW-WORKSPACE values (read with workspaces on)."""
+        verdict = await self._check(method, uri, credentials, workspace_headers)
         self._metrics.checks.labels(verdict.outcome).inc()
         if verdict.permission:
             self._metrics.permission_checks.labels(verdict.permission, verdict.outcome).inc()
@@ -73,7 +79,7 @@ class Checker:
             return replace(verdict, headers={**verdict.headers, "WWW-Authenticate": challenge})
         return verdict
 
-    async def _check(self, method: str, uri: str, credentials: Credentials) -> Verdict:
+    async def _check(self, method: str, uri: str, credentials: Credentials, workspace_headers: Sequence[str]) -> Verdict:
         if not method or not uri:
             return self._forbidden("unmapped", "the gate was called without the original method and URI")
         route = self._routes.classify(method, uri)
@@ -83,6 +89,14 @@ class Checker:
             log.warning("refused unmapped or ambiguous request: %s", route.reason)
             return self._forbidden("unmapped", route.reason)
         wanted = f"{route.resource}#{route.scope}"
+        workspace = None
+        needed = route
+        if self._workspaces_enabled:
+            try:
+                workspace = workspaces.requested_workspace(workspace_headers)
+            except workspaces.InvalidWorkspace as error:
+                return replace(self._forbidden("denied", str(error)), permission=wanted)
+            needed = workspaces.permission_in(workspace, method, uri, route)
         try:
             token = await credentials()
         except CredentialsUnavailable as error:
@@ -107,12 +121,25 @@ class Checker:
         except SigningKeysUnavailable as error:
             log.error("cannot check tokens: %s", error)
             return Verdict(503, outcome="unavailable", reason="signing keys unavailable", permission=wanted)
-        return await self._decide(identity, route, wanted)
+        return await self._decide(identity, route, needed, workspace, workspaces.is_listing(method, uri))
 
-    async def _decide(self, identity: Identity, permission: Permission, wanted: str) -> Verdict:
+    async def _decide(
+        self, identity: Identity, route: Permission, permission: Permission, workspace: str | None, listing: bool
+    ) -> Verdict:
+        """`permission` is what Keycloak is asked about: the route's own, or with workspaces on
+        (`workspace` set) the workspace's. Metrics and audit name the route's permission; refusals
+        also name the workspace."""
+        wanted = str(route)
         who = {"permission": wanted, "user": identity.username, "client": identity.client}
+        readable = workspaces.ALL
         try:
-            allowed = await self._authorizer.is_allowed(identity, permission)
+            if workspace is None:
+                allowed = await self._authorizer.is_allowed(identity, permission)
+            else:
+                grants = await self._authorizer.grants(identity)
+                allowed = workspaces.is_granted(grants, permission)
+                if listing:
+                    readable = workspaces.readable_header(grants)
         except TokenRejected as error:
             self._metrics.token_refusals.labels("rejected_by_keycloak").inc()
             return replace(self._unauthenticated("invalid_token", f"Keycloak rejected the token: {error}"), **who)
@@ -120,19 +147,19 @@ class Checker:
             log.error("no decision for %s on %s: %s", identity.username, wanted, error)
             return Verdict(503, outcome="unavailable", reason="Keycloak unavailable", **who)
         if not allowed:
-            log.info("denied %s %s", identity.username, wanted)
-            return replace(self._forbidden("denied", f"user {identity.username} lacks permission {wanted}"), **who)
-        return Verdict(
-            200,
-            {
-                "X-Auth-Request-User": _header_value(identity.username),
-                "X-Auth-Request-Email": _header_value(identity.email or ""),
-                "X-Auth-Request-Roles": _header_value(",".join(sorted(identity.roles))),
-            },
-            outcome="allowed",
-            reason="granted by Keycloak",
-            **who,
-        )
+            lacking = wanted if workspace is None else workspaces.describe(route, permission)
+            log.info("denied %s %s", identity.username, lacking)
+            return replace(self._forbidden("denied", f"user {identity.username} lacks permission {lacking}"), **who)
+        headers = {
+            "X-Auth-Request-User": _header_value(identity.username),
+            "X-Auth-Request-Email": _header_value(identity.email or ""),
+            "X-Auth-Request-Roles": _header_value(",".join(sorted(identity.roles))),
+        }
+        if workspace is not None:
+            headers[workspaces.RESPONSE_HEADER] = workspace
+        if listing:
+            headers[workspaces.READABLE_HEADER] = readable
+        return Verdict(200, headers, outcome="allowed", reason="granted by Keycloak", **who)
 
     def _unauthenticated(self, error: str | None, description: str) -> Verdict:
         challenge = f'Bearer realm="{self._realm}"'

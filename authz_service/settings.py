@@ -43,6 +43,8 @@ class Settings:
     keycloak_timeout: float
     keycloak_ca_file: Path | None
     route_map_extra: tuple[Path, ...]
+    workspaces: bool
+    mlflow_url: str | None
     session_lifetime: float
     basic_auth: bool
     basic_secret: str | None
@@ -116,6 +118,8 @@ class Settings:
             keycloak_timeout=env.get("GATE_KEYCLOAK_TIMEOUT", 5.0, _positive_float),
             keycloak_ca_file=env.optional("GATE_KEYCLOAK_CA_FILE", _existing_file),
             route_map_extra=env.get("GATE_ROUTE_MAP_EXTRA", (), _existing_files),
+            workspaces=env.get("GATE_WORKSPACES", False, _boolean),
+            mlflow_url=env.optional("GATE_MLFLOW_URL", _http_url),
             session_lifetime=env.get("GATE_SESSION_LIFETIME", 8 * 3600.0, _positive_float),
             basic_auth=env.get("GATE_BASIC_AUTH", True, _boolean),
             basic_secret=env.optional("GATE_BASIC_SECRET", _exchange_secret),
@@ -136,6 +140,8 @@ class Settings:
             # prometheus-client's own variable; set for you when GATE_WORKERS > 1.
             metrics_dir=env.optional("PROMETHEUS_MULTIPROC_DIR", Path),
         )
+        if settings.workspaces and settings.mlflow_url is None:
+            env.problems.append("GATE_MLFLOW_URL is required with GATE_WORKSPACES=on (the workspace listing asks MLflow)")
         if env.explicitly_on("GATE_BASIC_AUTH") and settings.basic_secret is None:
             env.problems.append("GATE_BASIC_SECRET is required when GATE_BASIC_AUTH is on")
         if settings.revocation_poll >= settings.revocation_max_delay:

@@ -12,6 +12,8 @@ USAGE = """usage: python3 -m stack COMMAND
 
   up                  install what is missing, start Keycloak, Redis, MLflow, the gate and
                       NGINX on loopback, write .stack/stack.json (restarts a running stack)
+  up --replicas       the replica topology instead: three gates, two NGINX, two MLflow on a
+                      shared PostgreSQL and artifact root, one Redis, one Keycloak
   down                stop everything `up` started (idempotent)
   status              health of each component; exit 0 only if all are healthy
   test [pytest args]  ensure the venv, then run pytest from the repository root
@@ -32,8 +34,8 @@ def main(argv: list[str]) -> int:
         # pytest owns everything after `test`, including options such as -k or -x.
         if command == "test":
             return commands.test(layout, rest)
-        if command == "up" and not rest:
-            return commands.up(layout)
+        if command == "up" and rest in ([], ["--replicas"]):
+            return commands.up(layout, with_replicas=bool(rest))
         if command == "down" and not rest:
             return commands.down(layout)
         if command == "status" and not rest:

@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import components, install, procs, state
-from .components import HEALTH, Component
-from .layout import ALL_PORTS, HOST, Layout
+from . import components, install, postgres, procs, replicas, state, workspaces
+from .components import HEALTH
+from .layout import ALL_PORTS, HOST, REPLICA_PORTS, WORKSPACES, Layout
+from .procs import Probe
+from .starting import Starter
 
-Started = tuple[Component, procs.Running]
 
-
-def up(layout: Layout) -> int:
+def up(layout: Layout, with_replicas: bool = False) -> int:
     """Start a fresh stack (stopping this checkout's previous one) and write stack.json."""
     install.ensure_apt_packages(install.STACK_PACKAGES)
+    if with_replicas:
+        postgres.ensure_installed()
     java_home = install.find_java_home()
     install.ensure_venv(layout)
     down(layout, quiet=True)
-    busy = [port for port in ALL_PORTS if procs.port_in_use(HOST, port)]
+    ports = ALL_PORTS + REPLICA_PORTS if with_replicas else ALL_PORTS
+    busy = [port for port in ports if procs.port_in_use(HOST, port)]
     if busy:
         print(
             f"ports {busy} on {HOST} are in use by processes this stack did not start "
@@ -35,28 +38,38 @@ def up(layout: Layout) -> int:
     _clean_state(layout)
 
     admin_password = secrets.token_urlsafe(18)
-    started: list[Started] = []
-    began = time.monotonic()
+    starter = Starter(layout)
     try:
-        # Keycloak dominates start-up, so Redis and MLflow boot while it does; the gate
-        # waits for Keycloak (its issuer) and NGINX for everything behind it.
-        _launch(layout, started, components.keycloak(layout, java_home, admin_password))
-        _launch(layout, started, components.redis(layout))
-        _launch(layout, started, components.mlflow(layout))
-        for launched in started:
-            _wait(launched, began)
-        _wait(_launch(layout, started, components.gate(layout)), began)
-        _wait(_launch(layout, started, components.gateway(layout)), began)
+        keycloak = components.keycloak(layout, java_home, admin_password)
+        if with_replicas:
+            replicas.start(layout, starter, keycloak)
+        else:
+            # Keycloak dominates start-up, so Redis and MLflow boot while it does; the gate
+            # waits for Keycloak (its issuer) and NGINX for everything behind it.
+            starter.launch(keycloak)
+            starter.launch(components.redis(layout))
+            starter.launch(components.mlflow(layout))
+            starter.wait_all()
+            starter.start(components.gate(layout))
+            starter.start(components.gateway(layout))
     except (procs.StartError, install.InstallError, KeyboardInterrupt) as error:
         print(f"\nstack start failed: {error or 'interrupted'}", flush=True)
-        for component, _ in reversed(started):
-            procs.stop(layout, component.name)
+        starter.stop_all()
         print(f"stopped what had started; logs stay in {layout.state}")
         return 1
 
     stack = state.document(layout, admin_password)
+    stack |= replicas.document(layout) if with_replicas else state.single_topology()
     state.write(layout, stack)
-    _print_summary(layout, stack, time.monotonic() - began)
+    if WORKSPACES:
+        print("creating the demo workspaces with mlflow-gate-admin", flush=True)
+        try:
+            workspaces.create(layout, admin_password)
+        except RuntimeError as error:
+            # Left running so the failure can be looked at; a later `up` starts afresh.
+            print(f"\nthe stack is up but its demo workspaces are not: {error}", flush=True)
+            return 1
+    _print_summary(layout, stack, starter.elapsed())
     return 0
 
 
@@ -79,19 +92,6 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _launch(layout: Layout, started: list[Started], component: Component) -> Started:
-    print(f"starting {component.name} (log: {component.log})", flush=True)
-    running = procs.start(layout, component.name, component.command, component.log, component.env, component.cwd)
-    started.append((component, running))
-    return component, running
-
-
-def _wait(launched: Started, began: float) -> None:
-    component, running = launched
-    procs.wait_healthy(running, component.probe, component.timeout)
-    print(f"  {component.name} healthy at {time.monotonic() - began:.1f} s ({component.probe})", flush=True)
-
-
 def _print_summary(layout: Layout, stack: dict[str, Any], seconds: float) -> None:
     users = ", ".join(
         f"{name}/{user['password']} {user['roles'] or '(no role)'}" for name, user in stack["users"].items()
@@ -105,6 +105,7 @@ stack up in {seconds:.0f} s
   gate                {stack["gate_url"]}  (NGINX auth backend)
   mlflow (direct)     {stack["mlflow_url"]}
   redis               {stack["redis_url"]}
+  topology            {_topology(stack)}
   dev users           {users}
   state and logs      {layout.state}
   details             {layout.stack_json}
@@ -112,9 +113,29 @@ stop with: python3 -m stack down"""
     )
 
 
+def _topology(stack: dict[str, Any]) -> str:
+    if stack["topology"] != "replicas":
+        return "single (one process per component)"
+    return (
+        f"replicas: NGINX {' '.join(stack['gateway_urls'])}; gates {' '.join(stack['gate_urls'])}; "
+        f"MLflow {' '.join(stack['mlflow_urls'])} on {stack['postgres_url']}"
+    )
+
+
+def _instances(layout: Layout) -> dict[str, Probe]:
+    """The probes of the topology that runs: replicas when stack.json or a pid file says so."""
+    try:
+        topology = json.loads(layout.stack_json.read_text()).get("topology")
+    except (OSError, ValueError):
+        topology = None
+    if topology == "replicas" or procs.alive(layout, "postgres") is not None:
+        return replicas.health()
+    return HEALTH
+
+
 def down(layout: Layout, quiet: bool = False) -> int:
-    """Stop every component this checkout's stack started; safe to repeat."""
-    stopped = [name for name in reversed(list(HEALTH)) if procs.stop(layout, name)]
+    """Stop every component this checkout's stack started, in either topology; safe to repeat."""
+    stopped = [name for name in reversed(list(replicas.health())) if procs.stop(layout, name)]
     layout.stack_json.unlink(missing_ok=True)
     if not quiet:
         print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -124,7 +145,7 @@ def down(layout: Layout, quiet: bool = False) -> int:
 def status(layout: Layout) -> int:
     """Exit 0 only if every component is running (started by this stack) and healthy."""
     healthy = True
-    for name, probe in HEALTH.items():
+    for name, probe in _instances(layout).items():
         pid = procs.alive(layout, name)
         ok = pid is not None and probe()
         healthy &= ok

@@ -35,18 +35,22 @@ def which(binary: str) -> str | None:
 def ensure_apt_packages(binaries: dict[str, str]) -> None:
     """apt-get install the packages whose binaries are absent (one update + install run)."""
     missing = sorted({package for binary, package in binaries.items() if which(binary) is None})
-    if not missing:
-        return
+    if missing:
+        apt_install(missing)
+
+
+def apt_install(packages: list[str]) -> None:
+    """One `apt-get update` + `apt-get install -y` run (through sudo when not root)."""
     prefix: list[str] = []
     if os.geteuid() != 0:
         if shutil.which("sudo") is None:
             raise InstallError(
-                f"missing packages {missing}; install them as root: apt-get install -y {' '.join(missing)}"
+                f"missing packages {packages}; install them as root: apt-get install -y {' '.join(packages)}"
             )
         prefix = ["sudo"]
-    print(f"installing apt packages: {' '.join(missing)}", flush=True)
+    print(f"installing apt packages: {' '.join(packages)}", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update"], ["apt-get", "install", "-y", *missing]):
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", *packages]):
         if subprocess.run([*prefix, *command], env=env, check=False).returncode != 0:
             raise InstallError(f"`{' '.join(command)}` failed")
 

@@ -25,7 +25,25 @@ def _port_offset() -> int:
     return int(raw)
 
 
+def _workspaces() -> bool:
+    """MLFLOW_GATE_WORKSPACES=off runs MLflow and the gate without workspaces (default: on)."""
+    raw = os.environ.get("MLFLOW_GATE_WORKSPACES", "on").strip().lower() or "on"
+    if raw not in ("on", "off"):
+        raise SystemExit(f"MLFLOW_GATE_WORKSPACES={raw!r}: expected on or off")
+    return raw == "on"
+
+
 PORT_OFFSET = _port_offset()
+WORKSPACES = _workspaces()
+
+
+def auth_cache_seconds() -> int:
+    """MLFLOW_GATE_AUTH_CACHE_SECONDS > 0 turns on NGINX's micro-cache of the gate's answers."""
+    raw = os.environ.get("MLFLOW_GATE_AUTH_CACHE_SECONDS", "0").strip() or "0"
+    if not raw.isdigit() or int(raw) > 60:
+        raise SystemExit(f"MLFLOW_GATE_AUTH_CACHE_SECONDS={raw!r}: expected a whole number from 0 to 60")
+    return int(raw)
+
 GATEWAY_PORT = 8080 + PORT_OFFSET
 KEYCLOAK_PORT = 8180 + PORT_OFFSET
 KEYCLOAK_MANAGEMENT_PORT = 9000 + PORT_OFFSET
@@ -33,6 +51,17 @@ GATE_PORT = 8090 + PORT_OFFSET
 MLFLOW_PORT = 5500 + PORT_OFFSET
 REDIS_PORT = 6390 + PORT_OFFSET
 ALL_PORTS = (GATEWAY_PORT, KEYCLOAK_PORT, KEYCLOAK_MANAGEMENT_PORT, GATE_PORT, MLFLOW_PORT, REDIS_PORT)
+# The replica topology (`up --replicas`): instance n listens on the first instance's port + n - 1.
+GATE_REPLICAS = 3
+NGINX_REPLICAS = 2
+MLFLOW_REPLICAS = 2
+POSTGRES_PORT = 5433 + PORT_OFFSET
+REPLICA_PORTS = (
+    *(GATEWAY_PORT + n for n in range(1, NGINX_REPLICAS)),
+    *(GATE_PORT + n for n in range(1, GATE_REPLICAS)),
+    *(MLFLOW_PORT + n for n in range(1, MLFLOW_REPLICAS)),
+    POSTGRES_PORT,
+)
 
 REALM = "mlflow"
 GATE_CLIENT_ID = "mlflow-gate"
@@ -42,6 +71,10 @@ DEV_GATE_CLIENT_SECRET = "dev-only-mlflow-gate-secret"
 # Development only: keys the digests of Basic credentials (GATE_BASIC_SECRET); never reuse it.
 DEV_BASIC_SECRET = "dev-only-basic-exchange-secret-0123456789"
 KEYCLOAK_ADMIN_USER = "admin"
+# The replica topology's MLflow database (loopback only, dropped by every `up`).
+POSTGRES_DATABASE = "mlflow"
+POSTGRES_USER = "mlflow"
+DEV_POSTGRES_PASSWORD = "dev-only-mlflow-db-password"
 
 
 def url(port: int) -> str:

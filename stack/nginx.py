@@ -8,15 +8,44 @@ empty string, so a typo cannot silently produce `server ;`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 TEMPLATE_VARIABLES = frozenset(
-    {"GATEWAY_LISTEN", "GATEWAY_TLS", "GATE_UPSTREAM", "MLFLOW_UPSTREAM", "MLFLOW_HOST_HEADER"}
+    {
+        "GATEWAY_LISTEN",
+        "GATEWAY_TLS",
+        "GATE_UPSTREAM",
+        "GATE_EXTRA_SERVERS",
+        "MLFLOW_UPSTREAM",
+        "MLFLOW_EXTRA_SERVERS",
+        "MLFLOW_HOST_HEADER",
+        "GATEWAY_AUTH_CACHE_ZONE",
+        "GATEWAY_AUTH_CACHE",
+    }
 )
-# Placeholders a caller may leave out: without TLS directives the gateway speaks plain HTTP.
-DEFAULTS = {"GATEWAY_TLS": ""}
+# Placeholders a caller may leave out: without TLS directives the gateway speaks plain HTTP,
+# without extra servers each upstream has the one address it was given, and without the
+# micro-cache every request is checked by the gate.
+DEFAULTS = {
+    "GATEWAY_TLS": "",
+    "GATE_EXTRA_SERVERS": "",
+    "MLFLOW_EXTRA_SERVERS": "",
+    "GATEWAY_AUTH_CACHE_ZONE": "",
+    "GATEWAY_AUTH_CACHE": "",
+}
+
+
+def auth_cache_values(cache_dir: Path, seconds: int) -> dict[str, str]:
+    """The two micro-cache placeholders for an answer lifetime of `seconds` (0: off)."""
+    if seconds <= 0:
+        return {"GATEWAY_AUTH_CACHE_ZONE": "", "GATEWAY_AUTH_CACHE": ""}
+    return {
+        "GATEWAY_AUTH_CACHE_ZONE": f"proxy_cache_path {cache_dir} keys_zone=gate_auth:10m levels=1:2 "
+        "max_size=64m inactive=1m use_temp_path=off;",
+        "GATEWAY_AUTH_CACHE": f"proxy_cache gate_auth; proxy_cache_valid 200 403 {seconds}s;",
+    }
 
 
 class TemplateError(ValueError):
@@ -31,6 +60,11 @@ def render_template(template: str, values: Mapping[str, str]) -> str:
     if unknown or missing:
         raise TemplateError(f"unknown placeholders {sorted(unknown)}, missing values {sorted(missing)}")
     return PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
+
+
+def server_lines(addresses: Iterable[str]) -> str:
+    """`server a; server b;` for an upstream's extra-servers placeholder (empty for none)."""
+    return " ".join(f"server {address};" for address in addresses)
 
 
 def main_config(state: Path, gateway_conf: Path) -> str:

@@ -60,7 +60,23 @@ class RedisProbe:
         return f"redis://{self.host}:{self.port} PING"
 
 
-Probe = HttpProbe | RedisProbe
+@dataclass(frozen=True)
+class CommandProbe:
+    """Healthy when `command` exits 0 (PostgreSQL's pg_isready, for instance)."""
+
+    command: tuple[str, ...]
+
+    def __call__(self) -> bool:
+        try:
+            return subprocess.run(self.command, capture_output=True, timeout=5, check=False).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+
+    def __str__(self) -> str:
+        return " ".join(self.command)
+
+
+Probe = HttpProbe | RedisProbe | CommandProbe
 
 
 def port_in_use(host: str, port: int) -> bool:

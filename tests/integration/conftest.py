@@ -32,7 +32,16 @@ def _runner(command: str, capture: bool = False) -> subprocess.CompletedProcess[
 
 
 def _healthy() -> bool:
-    return STACK_JSON.exists() and _runner("status", capture=True).returncode == 0
+    """A running single-process stack (the replica topology fails over where these tests expect outages)."""
+    if not STACK_JSON.exists() or json.loads(STACK_JSON.read_text()).get("topology", "single") != "single":
+        return False
+    return _runner("status", capture=True).returncode == 0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the replica topology (test_replicas.py) replace the single-process stack, so
+    they run after every test that uses it."""
+    items.sort(key=lambda item: item.get_closest_marker("replicas") is not None)
 
 
 @pytest.fixture(scope="session")

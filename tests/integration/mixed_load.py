@@ -15,7 +15,8 @@ Use it from a test that has the `stack` fixture (or any dict with the same keys)
     print(result.summary())
     result.verify()                                 # raises AssertionError naming what went wrong
 
-or blocking: `result = load.run(total=2_000)`. It adapts to MLflow's capacity: `mlflow_concurrency`
+or blocking: `result = load.run(total=2_000)`. `prepare(stack, spread_over=[url, url])` sends the
+requests to several gateways in turn (NGINX replicas); each record names the one it went to. It adapts to MLflow's capacity: `mlflow_concurrency`
 workers send the allowed requests (which reach MLflow, so go at MLflow's pace), the remaining
 workers of `concurrency` send forbidden ones (answered by NGINX and the gate alone, much faster);
 `total` counts both. Stop early with `progress.stop.set()`. Tokens are renewed every two minutes when
@@ -59,6 +60,7 @@ class Record:
     started: float
     seconds: float
     detail: str = ""
+    gateway: str = ""
 
 
 @dataclass(frozen=True)
@@ -245,11 +247,19 @@ class MixedLoad:
     mlflow_concurrency: int = 4
     readback_url: str = ""
     gateway_url: str = ""
+    spread_over: tuple[str, ...] = ()
     _rng: random.Random = field(default_factory=lambda: random.Random(8))
     _serial: Iterator[int] = field(default_factory=itertools.count)
+    _gateways: Iterator[str] = field(default_factory=lambda: iter(()))
 
     @classmethod
-    def prepare(cls, stack: dict[str, Any], gateway_url: str | None = None, readback_url: str | None = None) -> MixedLoad:
+    def prepare(
+        cls,
+        stack: dict[str, Any],
+        gateway_url: str | None = None,
+        readback_url: str | None = None,
+        spread_over: tuple[str, ...] = (),
+    ) -> MixedLoad:
         """Tokens for alice, bob and carol, a browser session for bob, and the experiments used."""
         tokens = Tokens(stack)
         for user in ("alice", "bob", "carol"):
@@ -280,6 +290,7 @@ class MixedLoad:
             experiments=experiments,
             readback_url=readback_url or stack["mlflow_url"],
             gateway_url=gateway,
+            spread_over=spread_over,
         )
 
     def renew_session(self) -> None:
@@ -316,6 +327,7 @@ class MixedLoad:
         writes: list[Write] = []
         remaining = iter(range(total))
         began = time.monotonic()
+        self._gateways = itertools.cycle(self.spread_over or (self.gateway_url,))
         limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=self.concurrency * 2)
         async with httpx.AsyncClient(base_url=self.gateway_url, timeout=30, limits=limits) as http:
 
@@ -356,14 +368,16 @@ class MixedLoad:
         path: str,
         **kwargs: Any,
     ) -> httpx.Response | None:
+        gateway = next(self._gateways)
         started = time.monotonic()
         try:
-            response = await http.request(method, path, **kwargs)
+            response = await http.request(method, f"{gateway}{path}", **kwargs)
         except httpx.HTTPError as error:
-            records.append(Record(kind, user, expect, 0, started, time.monotonic() - started, repr(error)))
+            records.append(Record(kind, user, expect, 0, started, time.monotonic() - started, repr(error), gateway))
             return None
         detail = response.text[:200] if expect == "refuse" and response.is_success else ""
-        records.append(Record(kind, user, expect, response.status_code, started, time.monotonic() - started, detail))
+        elapsed = time.monotonic() - started
+        records.append(Record(kind, user, expect, response.status_code, started, elapsed, detail, gateway))
         return response
 
     async def _bearer(self, http: httpx.AsyncClient, user: str) -> dict[str, str]:

@@ -89,12 +89,18 @@ def allowed_bearer(records: list[Record]) -> list[Record]:
 
 
 def uncached_question(stack: dict[str, Any], token: str) -> httpx.Response:
-    """A permission the load never asks (registered-models#read): no decision can be cached."""
+    """A permission the load never asks (registered-models#read), by a user nothing asked about
+    yet (`fresh_admin`): no decision, nor with workspaces on a permission set, can be cached."""
     return httpx.get(
         f"{stack['gateway_url']}{API}/registered-models/search",
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
     )
+
+
+def fresh_admin(stack: dict[str, Any]) -> str:
+    realm = RealmClient(stack)
+    return realm.token(*realm.create_user("faults-fresh", ["Admin"]))
 
 
 def decision_latencies(layout: Layout, start: float, end: float) -> list[float]:
@@ -137,7 +143,6 @@ def keycloak_command(layout: Layout) -> tuple[list[str], dict[str, str], Path]:
 def test_redis_and_keycloak_faults_under_mixed_load(stack: dict[str, Any], layout: Layout) -> None:
     load = MixedLoad.prepare(stack)
     load.concurrency = 16  # 4 workers at MLflow's pace, 12 sending forbidden requests
-    alice = load.tokens.fetch("alice")
     keycloak_health = components.HEALTH["keycloak"]
     assert ready(stack)[1]["status"] == "ok"
     timings: dict[str, float] = {}
@@ -182,10 +187,11 @@ def test_redis_and_keycloak_faults_under_mixed_load(stack: dict[str, Any], layou
         assert max(settled) < REDIS_TIMEOUT, "checks kept waiting on the hung Redis"
 
         print("Keycloak hung (SIGSTOP)", flush=True)
+        unasked = fresh_admin(stack)
         with hung(layout, "keycloak") as began:
             timings["keycloak hung -> ready 503"] = wait_for(readiness_is(stack, 503, "unavailable"), 8, "unavailable")
             asked = time.monotonic()
-            assert uncached_question(stack, alice).status_code == 503
+            assert uncached_question(stack, unasked).status_code == 503
             timings["keycloak hung: uncached question answered 503 after"] = time.monotonic() - asked
             cached = allowed_bearer(progress.since(began + 1.0))
             assert [r for r in cached if r.status == 200], "cached decisions were not honoured"
@@ -198,7 +204,7 @@ def test_redis_and_keycloak_faults_under_mixed_load(stack: dict[str, Any], layou
         began = time.monotonic()
         procs.stop(layout, "keycloak")
         timings["keycloak down -> ready 503"] = wait_for(readiness_is(stack, 503, "unavailable"), 5, "unavailable")
-        assert uncached_question(stack, alice).status_code == 503
+        assert uncached_question(stack, unasked).status_code == 503
         cached = allowed_bearer(progress.since(began + 1.0))
         assert [r for r in cached if r.status == 200], "cached decisions were not honoured"
         procs.start(layout, "keycloak", command, log, environ, cwd)
@@ -208,7 +214,8 @@ def test_redis_and_keycloak_faults_under_mixed_load(stack: dict[str, Any], layou
         phase("Keycloak stopped and starting", progress, began)
         returned = time.monotonic()
         timings["keycloak back -> ready ok"] = wait_for(readiness_is(stack, 200, "ok"), RECOVERY_SECONDS, "recovery")
-        wait_for(lambda: uncached_question(stack, alice).status_code == 200, RECOVERY_SECONDS, "new decisions")
+        unasked = fresh_admin(stack)
+        wait_for(lambda: uncached_question(stack, unasked).status_code == 200, RECOVERY_SECONDS, "new decisions")
         timings["keycloak back -> new decisions allowed"] = time.monotonic() - returned
 
         wait_for(lambda: progress.done >= MINIMUM_REQUESTS, 600, f"{MINIMUM_REQUESTS} requests")

@@ -118,8 +118,12 @@ does not know fails the render instead of reaching NGINX. */}}
   "GATEWAY_LISTEN" $listen
   "GATEWAY_TLS" $tls
   "GATE_UPSTREAM" (include "mlflow-gate.gateAddress" .)
+  "GATE_EXTRA_SERVERS" ""
   "MLFLOW_UPSTREAM" (required "mlflow.address is required" .Values.mlflow.address)
-  "MLFLOW_HOST_HEADER" (include "mlflow-gate.mlflowHostHeader" .) -}}
+  "MLFLOW_EXTRA_SERVERS" ""
+  "MLFLOW_HOST_HEADER" (include "mlflow-gate.mlflowHostHeader" .)
+  "GATEWAY_AUTH_CACHE_ZONE" ""
+  "GATEWAY_AUTH_CACHE" "" -}}
 {{- range $name, $value := $values -}}
 {{- $conf = replace (printf "${%s}" $name) $value $conf -}}
 {{- end -}}

@@ -6,33 +6,40 @@ the X-Original-* headers that NGINX sets.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from . import audit
-from .cache import DecisionCache, lookup_layer
-from .checks import Checker, CredentialsUnavailable
+from . import audit, workspaces
+from .basic import BasicExchange, KeyedDigests
+from .cache import DecisionCache
+from .check_route import CheckEndpoint, GateApp
+from .checks import Checker
+from .credentials import BasicLogin, CredentialSources
 from .decisions import Authorizer
 from .health import Readiness
 from .keycloak_calls import KeycloakTransport
 from .metrics import CONTENT_TYPE, Metrics
 from .oidc import OidcClient
+from .origin import public_origin
 from .redis_breaker import Breaker, GuardedRedis
+from .revocation import EventsSource, KeycloakEvents, Revocation
 from .routes import RouteMap
 from .sessions import KeyValue, SessionStore
 from .settings import LOG_FORMAT, Settings
-from .signin import SESSION_COOKIE, SignIn, signin_location
+from .signin import SignIn
+from .throttle import FailureThrottle
 from .tokens import SigningKeys, TokenValidator
-from .uma import KeycloakUnavailable, UmaClient
+from .uma import UmaClient
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,7 @@ class Components:
     redis: Redis | None
     keys: SigningKeys
     uma: UmaClient
+    revocation: Revocation
     authorizer: Authorizer
     checker: Checker
     metrics: Metrics
@@ -52,6 +60,9 @@ class Components:
     signin: SignIn | None
     readiness: Readiness
     audit: audit.AuditLog
+    credentials: CredentialSources
+    mlflow: httpx.AsyncClient
+    """Only for the workspace listing; kept apart from the Keycloak client and its limits."""
 
     @classmethod
     def build(
@@ -60,8 +71,11 @@ class Components:
         routes: RouteMap,
         transport: httpx.AsyncBaseTransport | None = None,
         redis: Redis | None = None,
+        events: EventsSource | None = None,
     ) -> Components:
+        """`events` replaces Keycloak's event API (tests); by default it is read when revocation is on."""
         metrics = Metrics(str(settings.metrics_dir) if settings.metrics_dir else None)
+        raw_transport = transport
         if transport is None:
             transport = httpx.AsyncHTTPTransport(
                 verify=str(settings.keycloak_ca_file) if settings.keycloak_ca_file else True,
@@ -82,22 +96,48 @@ class Components:
         keys = SigningKeys(http, settings.jwks_url, settings.jwks_min_refresh_interval)
         uma = UmaClient(http, settings.token_url, settings.client_id)
         cache = DecisionCache(settings.cache_max_ttl, settings.cache_size, redis)
-        authorizer = Authorizer(cache, uma)
+        if events is None and settings.revocation_enabled:
+            events = KeycloakEvents(
+                settings.keycloak_url,
+                settings.realm,
+                settings.client_id,
+                str(settings.client_secret),
+                str(settings.keycloak_ca_file) if settings.keycloak_ca_file else True,
+                settings.keycloak_timeout,
+                metrics,
+            )
+        revocation = Revocation(
+            events,
+            settings.revocation_poll,
+            settings.revocation_max_delay,
+            # The oldest decision a cache may hold: its lifetime plus the Keycloak call it waited for.
+            lookback=settings.cache_max_ttl + settings.keycloak_timeout,
+            metrics=metrics,
+        )
+        authorizer = Authorizer(cache, uma, revocation)
         tokens = TokenValidator(keys, settings.issuer, settings.audience)
-        checker = Checker(settings.realm, routes, tokens, authorizer, metrics)
+        checker = Checker(settings.realm, routes, tokens, authorizer, metrics, settings.workspaces)
         sessions = signin = None
         if settings.sso_enabled:
             oidc = OidcClient(http, settings)
             sessions = SessionStore(KeyValue(redis), oidc, settings.session_lifetime, metrics=metrics)
             signin = SignIn(settings, oidc, sessions, tokens, metrics)
-        readiness = Readiness(http, settings.jwks_url, settings.token_url, redis)
+        readiness = Readiness(http, settings.jwks_url, settings.token_url, redis, revocation)
+        credentials = CredentialSources(
+            sessions,
+            _basic_login(settings, http, redis),
+            public_origin(settings.public_url) if settings.public_url else None,
+        )
+        mlflow = httpx.AsyncClient(timeout=settings.keycloak_timeout, transport=raw_transport)
         return cls(
-            http, redis, keys, uma, authorizer, checker, metrics, sessions, signin, readiness,
-            audit.AuditLog(settings.audit_log),
+            http, redis, keys, uma, revocation, authorizer, checker, metrics, sessions, signin, readiness,
+            audit.AuditLog(settings.audit_log), credentials, mlflow,
         )
 
     async def close(self) -> None:
+        await self.revocation.close()
         await self.http.aclose()
+        await self.mlflow.aclose()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -114,52 +154,64 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     redis: Redis | None = None,
+    events: EventsSource | None = None,
 ) -> FastAPI:
     routes = RouteMap.load(settings.route_map_extra)
-    components = Components.build(settings, routes, transport, redis)
+    components = Components.build(settings, routes, transport, redis, events)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if components.revocation.enabled:
+            poller = asyncio.create_task(components.revocation.run(), name="revocation-poller")
+        else:
+            log.warning("revocation polling is off: a rights change waits for cached decisions to expire")
+            poller = None
         yield
+        if poller is not None:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
         await components.close()
 
-    app = FastAPI(title="MLflow gate", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    check = CheckEndpoint(
+        components.checker, components.credentials, components.signin is not None, components.metrics, components.audit
+    )
+    app = GateApp(check, title="MLflow gate", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.components = components
 
-    @app.get("/_gate/check")
-    async def check(request: Request) -> Response:
-        method = request.headers.get("x-original-method", "")
-        uri = request.headers.get("x-original-uri", "")
-        checked = audit.Request(
-            request_id=request.headers.get("x-request-id", ""),
-            client_address=request.headers.get("x-real-ip", ""),
-            method=method,
-            uri=uri,
-            started=time.perf_counter(),
-        )
-        lookup_layer.set("")
+    @app.get("/_gate/workspaces/{target:path}")
+    async def workspace_listing(request: Request, target: str) -> Response:
+        """MLflow's workspace listing, cut down to what the check said the caller may read.
 
-        async def credentials() -> str | None:
-            token = bearer_token(request.headers.get("authorization"))
-            session_id = request.cookies.get(SESSION_COOKIE)
-            if token is not None or not session_id or components.sessions is None:
-                return token
-            try:
-                return await components.sessions.access_token(session_id)
-            except (RedisError, KeycloakUnavailable) as error:
-                raise CredentialsUnavailable(str(error)) from error
-
-        signin = signin_location(uri) if components.signin and is_navigation(method, request) else None
-        verdict = await components.checker.check(method, uri, credentials, signin)
-        layer = lookup_layer.get()
-        if layer:
-            components.metrics.cache_lookups.labels(layer).inc()
-        components.metrics.check_seconds.observe(time.perf_counter() - checked.started)
-        components.audit.record(checked, verdict, layer)
-        return Response(status_code=verdict.status, headers=verdict.headers)
+        NGINX routes an allowed listing here instead of to MLflow, with the check's answer in
+        X-Gate-Readable-Workspaces (a header no client can set: NGINX replaces it).
+        """
+        readable = request.headers.get(workspaces.READABLE_HEADER.lower())
+        uri = "/" + target + (f"?{request.url.query}" if request.url.query else "")
+        if readable is None or settings.mlflow_url is None or not workspaces.is_listing("GET", uri):
+            return Response(status_code=403)
+        try:
+            upstream = await components.mlflow.get(settings.mlflow_url + uri)
+            body = upstream.json()
+        except (httpx.HTTPError, ValueError) as error:
+            log.error("workspace listing: MLflow did not answer: %s", error)
+            return Response(status_code=503)
+        if upstream.status_code != 200:
+            return JSONResponse(body, status_code=upstream.status_code)
+        return JSONResponse(workspaces.filter_listing(body, readable))
 
     if components.signin is not None:
         app.include_router(components.signin.router())
+
+    @app.exception_handler(RedisError)
+    async def session_store_unavailable(_request: Request, error: RedisError) -> Response:
+        """Sign-in and sign-out keep their state in Redis; without it they fail with a clear 503."""
+        log.error("session store unavailable: %s", error)
+        return PlainTextResponse(
+            "Sign-in is unavailable right now (session store unreachable). Retry shortly.\n",
+            status_code=503,
+            headers={"Retry-After": "5", "Cache-Control": "no-store"},
+        )
 
     @app.get("/_gate/health")
     async def health() -> dict[str, str]:
@@ -178,22 +230,19 @@ def create_app(
     return app
 
 
-def is_navigation(method: str, request: Request) -> bool:
-    """A browser loading a page (sent to sign-in), as opposed to a script or API client (gets 401)."""
-    if method not in ("GET", "HEAD"):
-        return False
-    mode = request.headers.get("sec-fetch-mode")
-    if mode is not None:
-        return mode == "navigate"
-    return "text/html" in request.headers.get("accept", "")
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of an `Authorization: Bearer` header; other schemes count as no credentials."""
-    if not authorization:
+def _basic_login(settings: Settings, http: httpx.AsyncClient, redis: Redis | None) -> BasicLogin | None:
+    if not settings.basic_enabled or settings.basic_secret is None:
         return None
-    scheme, _, token = authorization.strip().partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        return None
-    return token
+    digests = KeyedDigests(settings.basic_secret)
+    exchange = BasicExchange(
+        http,
+        settings.token_url,
+        settings.basic_client_id,
+        settings.basic_robot_prefix,
+        digests,
+        redis,
+        settings.cache_size,
+    )
+    throttle = FailureThrottle(digests, redis, settings.basic_max_failures, settings.basic_failure_window)
+    return BasicLogin(exchange, throttle)
+

@@ -3,6 +3,9 @@
 Earlier gates asked Keycloak on every request. A decision depends on who asks (subject, roles,
 client) and what is asked (resource#scope), so the key is a digest of exactly those; two users or
 two role sets never share an entry. No entry outlives the token it was made for.
+
+Every entry, in memory and in Redis, carries the time it was decided. A reader passes the time
+before which decisions no longer hold (see revocation.py), whatever the key is made of.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from .tokens import Identity
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "mlflow-gate:decision:v1:"
+KEY_PREFIX = "mlflow-gate:decision:v2:"
+GRANTS_PREFIX = "mlflow-gate:grants:v1:"
 
 # Which layer answered this request's lookup (memory, redis, miss), for its audit line and metrics.
 # Each request runs in its own task, hence its own context: no request sees another's value.
@@ -36,6 +40,20 @@ lookup_layer: ContextVar[str] = ContextVar("decision_cache_layer", default="")
 class CachedDecision:
     allowed: bool
     expires_at: float
+    decided_at: float
+
+
+@dataclass(frozen=True)
+class CachedGrants:
+    grants: frozenset[str]
+    expires_at: float
+    decided_at: float
+
+
+def grants_key(identity: Identity) -> str:
+    """A user's whole permission set (workspaces on), keyed like a decision minus the question."""
+    material = json.dumps([identity.subject, sorted(identity.roles), identity.client])
+    return GRANTS_PREFIX + hashlib.sha256(material.encode()).hexdigest()
 
 
 def decision_key(identity: Identity, permission: Permission) -> str:
@@ -59,15 +77,41 @@ class DecisionCache:
         self._max_ttl = max_ttl
         self._redis = redis
         self._clock = clock
-        self._memory: TLRUCache[str, CachedDecision] = TLRUCache(
+        self._memory: TLRUCache[str, CachedDecision | CachedGrants] = TLRUCache(
             maxsize=size, ttu=lambda _key, value, _now: value.expires_at, timer=clock
         )
 
-    async def get(self, key: str) -> bool | None:
+    async def get(self, key: str, not_before: float = 0.0) -> bool | None:
+        """The cached decision, unless it was decided before `not_before` (then None: ask Keycloak)."""
+        entry = await self._read(key, not_before, _decode)
+        return entry.allowed if isinstance(entry, CachedDecision) else None
+
+    async def put(self, key: str, allowed: bool, token_expires_at: float, decided_at: float) -> None:
+        """`decided_at`: when the question was sent to Keycloak, so a change during the call voids it."""
+        expires_at = self._expiry(token_expires_at)
+        if expires_at is not None:
+            self._memory[key] = CachedDecision(allowed, expires_at, decided_at)
+            await self._write(key, f"{int(allowed)}:{expires_at}:{decided_at}", expires_at)
+
+    async def get_grants(self, key: str, not_before: float = 0.0) -> frozenset[str] | None:
+        """A cached permission set, under the same `not_before` rule as a decision."""
+        entry = await self._read(key, not_before, _decode_grants)
+        return entry.grants if isinstance(entry, CachedGrants) else None
+
+    async def put_grants(self, key: str, grants: frozenset[str], token_expires_at: float, decided_at: float) -> None:
+        expires_at = self._expiry(token_expires_at)
+        if expires_at is not None:
+            self._memory[key] = CachedGrants(grants, expires_at, decided_at)
+            entry = {"expires_at": expires_at, "decided_at": decided_at, "grants": sorted(grants)}
+            await self._write(key, json.dumps(entry), expires_at)
+
+    async def _read(
+        self, key: str, not_before: float, decode: Callable[[bytes | str | None], CachedDecision | CachedGrants | None]
+    ) -> CachedDecision | CachedGrants | None:
         cached = self._memory.get(key)
-        if cached is not None:
+        if cached is not None and cached.decided_at >= not_before:
             lookup_layer.set("memory")
-            return cached.allowed
+            return cached
         lookup_layer.set("miss")
         if self._redis is None:
             return None
@@ -78,26 +122,24 @@ class DecisionCache:
         except RedisError as error:
             log.warning("decision cache: Redis read failed, asking Keycloak: %s", error)
             return None
-        decision = _decode(raw)
-        if decision is None or decision.expires_at <= self._clock():
+        entry = decode(raw)
+        if entry is None or entry.expires_at <= self._clock() or entry.decided_at < not_before:
             return None
-        self._memory[key] = decision
+        self._memory[key] = entry
         lookup_layer.set("redis")
-        return decision.allowed
+        return entry
 
-    async def put(self, key: str, allowed: bool, token_expires_at: float) -> None:
+    def _expiry(self, token_expires_at: float) -> float | None:
+        """Never beyond the token nor the cache's longest lifetime; None when already over."""
         now = self._clock()
         expires_at = min(now + self._max_ttl, token_expires_at)
-        if expires_at <= now:
-            return
-        decision = CachedDecision(allowed, expires_at)
-        self._memory[key] = decision
+        return expires_at if expires_at > now else None
+
+    async def _write(self, key: str, value: str, expires_at: float) -> None:
         if self._redis is None:
             return
         try:
-            await self._redis.set(
-                key, f"{int(allowed)}:{expires_at}", px=max(1, int((expires_at - now) * 1000))
-            )
+            await self._redis.set(key, value, px=max(1, int((expires_at - self._clock()) * 1000)))
         except RedisUnavailable:
             return
         except RedisError as error:
@@ -108,8 +150,22 @@ def _decode(raw: bytes | str | None) -> CachedDecision | None:
     if raw is None:
         return None
     text = raw.decode() if isinstance(raw, bytes) else raw
-    allowed, _, expires_at = text.partition(":")
+    parts = text.split(":")
+    if len(parts) != 3:
+        return None
+    allowed, expires_at, decided_at = parts
     try:
-        return CachedDecision(allowed == "1", float(expires_at))
+        return CachedDecision(allowed == "1", float(expires_at), float(decided_at))
     except ValueError:
+        return None
+
+
+def _decode_grants(raw: bytes | str | None) -> CachedGrants | None:
+    if raw is None:
+        return None
+    try:
+        entry = json.loads(raw)
+        grants = frozenset(str(grant) for grant in entry["grants"])
+        return CachedGrants(grants, float(entry["expires_at"]), float(entry["decided_at"]))
+    except (ValueError, TypeError, KeyError):
         return None

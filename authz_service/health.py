@@ -4,7 +4,8 @@ Readiness asks Keycloak's JWKS and token endpoints and PINGs Redis (when configu
 and reuses the answer for a second, so a probe storm from several orchestrators costs Keycloak a
 couple of requests per second at most. Without Keycloak no uncached request can be decided: 503.
 Without Redis the gate still decides (memory cache + Keycloak) but browser sessions fail: 200 with
-status "degraded".
+status "degraded". So it does when Keycloak's events cannot be read (revocation.py): the gate still
+decides, only its cache serves less.
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .keycloak_calls import ENDPOINT_EXTENSION
+from .revocation import Revocation
 
 PROBE_TIMEOUT_SECONDS = 2.0
 REUSE_SECONDS = 1.0
 REDIS_DOWN = (
     "Redis is unreachable: decisions come from this process's memory cache and Keycloak; "
     "browser sessions are refused with 503 until Redis answers again"
+)
+EVENTS_UNREAD = (
+    "Keycloak's events cannot be read: rights changes are not seen, so cached decisions older than "
+    "GATE_REVOCATION_MAX_DELAY are asked of Keycloak again"
 )
 
 
@@ -35,9 +41,11 @@ class Readiness:
         jwks_url: str,
         token_url: str,
         redis: Redis | None,
+        revocation: Revocation | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._http = http
+        self._revocation = revocation
         self._jwks_url = jwks_url
         self._token_url = token_url
         self._redis = redis
@@ -64,6 +72,9 @@ class Readiness:
         dependencies = {name: {"state": "up" if state == "" else "down", **({"error": state} if state else {})} for name, state in states.items()}
         if self._redis is None:
             dependencies["redis"] = {"state": "not configured"}
+        events_unread = self._revocation is not None and not self._revocation.healthy
+        if self._revocation is not None:
+            dependencies["keycloak_events"] = _events_state(self._revocation)
         if states["keycloak_jwks"] or states["keycloak_token_endpoint"]:
             return 503, {
                 "status": "unavailable",
@@ -72,6 +83,8 @@ class Readiness:
             }
         if states.get("redis"):
             return 200, {"status": "degraded", "detail": REDIS_DOWN, "dependencies": dependencies}
+        if events_unread:
+            return 200, {"status": "degraded", "detail": EVENTS_UNREAD, "dependencies": dependencies}
         return 200, {"status": "ok", "dependencies": dependencies}
 
     async def _jwks(self) -> str:
@@ -105,6 +118,18 @@ class Readiness:
         except (RedisError, TimeoutError, OSError) as error:
             return _describe(error)
         return ""
+
+
+def _events_state(revocation: Revocation) -> dict[str, Any]:
+    state = revocation.state()
+    if not state.enabled:
+        return {"state": "not configured"}
+    described: dict[str, Any] = {"state": "up" if state.healthy else "down"}
+    if state.last_success is not None:
+        described["last_read"] = round(state.last_success, 3)
+    if state.last_error:
+        described["error"] = state.last_error[:200]
+    return described
 
 
 def _describe(error: BaseException) -> str:

@@ -22,7 +22,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.checks = Counter(
             "gate_checks",
-            "Auth subrequests answered, by outcome (allowed, denied, unauthenticated, unmapped, unavailable, public).",
+            "Auth subrequests answered, by outcome (allowed, denied, unauthenticated, unmapped, unavailable, public, cross_site, throttled).",
             ["outcome"],
             registry=self.registry,
         )
@@ -73,6 +73,18 @@ class Metrics:
             "gate_basic_exchanges",
             "Basic credentials exchanged for a token, by result.",
             ["result"],
+            registry=self.registry,
+        )
+        self.revocation_polls = Counter(
+            "gate_revocation_polls",
+            "Reads of Keycloak's admin and user events for rights changes, by result (ok, failed).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.revocation_changes = Counter(
+            "gate_revocation_changes",
+            "Rights changes learnt from Keycloak's events, by scope (user, realm).",
+            ["scope"],
             registry=self.registry,
         )
         self.redis_breaker_trips = Counter(

@@ -15,6 +15,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Final
 from urllib.parse import unquote_to_bytes
@@ -47,6 +48,10 @@ SCOPES_BY_RESOURCE: Final[dict[str, frozenset[str]]] = {
 METHODS: Final = ("GET", "POST", "PUT", "PATCH", "DELETE")
 API_PREFIXES: Final = ("/api", "/ajax-api")
 """MLflow registers every versioned RPC under both prefixes, so a versioned rule covers both."""
+
+MEMO_SIZE: Final = 4096
+MEMO_MAX_URI: Final = 1024
+"""Classifications remembered, and the longest request target remembered (bounds the memory)."""
 
 
 @dataclass(frozen=True)
@@ -284,6 +289,7 @@ class RouteMap:
                 node = node.child(key)
             node.rule = rule
         self.rules: tuple[Rule, ...] = tuple(rules.values())
+        self._memo = lru_cache(maxsize=MEMO_SIZE)(self._classify)
 
     @classmethod
     def load(cls, extra_files: Sequence[Path] = ()) -> RouteMap:
@@ -319,5 +325,11 @@ class RouteMap:
         return rule
 
     def classify(self, method: str, raw_uri: str) -> Classification:
+        """Memoised: clients repeat the same few requests, and classifying is pure but not cheap."""
+        if len(raw_uri) > MEMO_MAX_URI:
+            return self._classify(method, raw_uri)
+        return self._memo(method, raw_uri)
+
+    def _classify(self, method: str, raw_uri: str) -> Classification:
         found = self.lookup(method, raw_uri)
         return found if isinstance(found, Refusal) else found.classification

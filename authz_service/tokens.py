@@ -8,17 +8,16 @@ issuer, lifetime, type and audience all match this deployment.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 from typing import Any
 
 import httpx
 import jwt
-from cachetools import TLRUCache
 
 # Asymmetric algorithms only: a symmetric one would let anyone holding the public key sign tokens.
 ALLOWED_ALGORITHMS = frozenset(
@@ -29,6 +28,7 @@ _KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC"}
 LEEWAY_SECONDS = 5
 # How long a verified token is remembered (never beyond its expiry).
 VALIDATED_TOKEN_SECONDS = 60.0
+VALIDATED_TOKENS_MAX = 10_000
 
 
 class TokenError(Exception):
@@ -120,6 +120,7 @@ class TokenValidator:
         issuer: str,
         audience: str,
         clock: Callable[[], float] = time.time,
+        remember_at_most: int = VALIDATED_TOKENS_MAX,
     ) -> None:
         self._keys = keys
         self._issuer = issuer
@@ -127,20 +128,25 @@ class TokenValidator:
         self._clock = clock
         # Clients send the same token for minutes; parsing and verifying it again on every request
         # is most of the gate's CPU time. An entry lives until the token expires, at most a minute.
-        self._validated: TLRUCache[str, Identity] = TLRUCache(
-            maxsize=10_000,
-            ttu=lambda _key, identity, now: min(identity.expires_at, now + VALIDATED_TOKEN_SECONDS),
-            timer=clock,
-        )
+        # A plain dict (insertion ordered, oldest evicted first) keeps a hit to one lookup.
+        self._validated: dict[str, tuple[Identity, float]] = {}
+        self._remember_at_most = remember_at_most
 
     async def validate(self, token: str) -> Identity:
         """Check an access token presented to the gate."""
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        identity = self._validated.get(digest)
-        if identity is None or identity.expires_at <= self._clock():
-            identity = self._identity(await self._verified_claims(token), token)
-            self._validated[digest] = identity
+        remembered = self._validated.get(token)
+        if remembered is not None and remembered[1] > self._clock():
+            return remembered[0]
+        identity = self._identity(await self._verified_claims(token), token)
+        self._remember(token, identity)
         return identity
+
+    def _remember(self, token: str, identity: Identity) -> None:
+        if len(self._validated) >= self._remember_at_most:
+            for oldest in list(islice(self._validated, max(1, self._remember_at_most // 10))):
+                del self._validated[oldest]
+        valid_until = min(identity.expires_at, self._clock() + VALIDATED_TOKEN_SECONDS)
+        self._validated[token] = (identity, valid_until)
 
     async def validate_id_token(self, token: str, client_id: str, nonce: str) -> dict[str, Any]:
         """Check the ID token of a sign-in this gate started (audience is the gate, nonce matches)."""

@@ -51,6 +51,34 @@ class UmaClient:
             raise KeycloakUnavailable(f"Keycloak unreachable: {error!r}") from error
         return self._interpret(response, permission)
 
+    async def granted_permissions(self, access_token: str) -> frozenset[str]:
+        """Every `resource#scope` the token's user holds, in one call (no `permission` field).
+
+        Keycloak evaluates this at about the cost of one decision; it lets the gate answer every
+        workspace question, and list the readable workspaces, from one answer per user.
+        """
+        self.request_count += 1
+        try:
+            response = await self._http.post(
+                self._token_url,
+                data={"grant_type": UMA_GRANT, "audience": self._audience, "response_mode": "permissions"},
+                headers={"Authorization": f"Bearer {access_token}"},
+            )
+        except httpx.HTTPError as error:
+            raise KeycloakUnavailable(f"Keycloak unreachable: {error!r}") from error
+        if response.status_code == 403:
+            return frozenset()
+        if response.status_code == 401:
+            raise TokenRejected(_error_code(response) or "token rejected by Keycloak")
+        if response.status_code != 200:
+            raise KeycloakUnavailable(f"Keycloak answered {response.status_code} {_error_code(response) or ''}".strip())
+        try:
+            return frozenset(
+                f"{granted['rsname']}#{scope}" for granted in response.json() for scope in granted.get("scopes", ())
+            )
+        except (ValueError, TypeError, KeyError):
+            raise KeycloakUnavailable("Keycloak sent an unreadable permission set") from None
+
     def _interpret(self, response: httpx.Response, permission: Permission) -> bool:
         error = _error_code(response)
         if response.status_code == 200:

@@ -6,13 +6,14 @@ import json
 import secrets
 import shutil
 import subprocess
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import components, install, postgres, procs, replicas, state
+from . import components, install, postgres, procs, replicas, state, workspaces
 from .components import HEALTH
-from .layout import ALL_PORTS, HOST, REPLICA_PORTS, Layout
+from .layout import ALL_PORTS, HOST, REPLICA_PORTS, WORKSPACES, Layout
 from .procs import Probe
 from .starting import Starter
 
@@ -60,6 +61,14 @@ def up(layout: Layout, with_replicas: bool = False) -> int:
     stack = state.document(layout, admin_password)
     stack |= replicas.document(layout) if with_replicas else state.single_topology()
     state.write(layout, stack)
+    if WORKSPACES:
+        print("creating the demo workspaces with mlflow-gate-admin", flush=True)
+        try:
+            workspaces.create(layout, admin_password)
+        except RuntimeError as error:
+            # Left running so the failure can be looked at; a later `up` starts afresh.
+            print(f"\nthe stack is up but its demo workspaces are not: {error}", flush=True)
+            return 1
     _print_summary(layout, stack, starter.elapsed())
     return 0
 
@@ -150,6 +159,19 @@ def test(layout: Layout, pytest_args: Sequence[str]) -> int:
     """Run pytest in the stack venv; integration fixtures start the stack when needed."""
     install.ensure_apt_packages({**install.STACK_PACKAGES, **install.BROWSER_PACKAGES})
     install.ensure_venv(layout)
+    selected = [arg for arg in pytest_args if not arg.startswith("-")]
+    if not selected or not all(arg.startswith("tests/unit") for arg in selected):
+        # helm takes minutes to build on 2 cores; build it while the earlier tests run, and the
+        # chart tests wait on the same lock instead of starting a second build.
+        threading.Thread(target=_build_helm_quietly, args=(layout,), daemon=True).start()
     return subprocess.run(
         [str(layout.venv_python), "-m", "pytest", *pytest_args], cwd=layout.repo, check=False
     ).returncode
+
+
+def _build_helm_quietly(layout: Layout) -> None:
+    """A failure here is not reported: the chart tests call ensure_helm again and show the error."""
+    try:
+        install.ensure_helm(layout)
+    except install.InstallError:
+        pass

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import install, nginx
 from .layout import (
+    DEV_BASIC_SECRET,
     DEV_GATE_CLIENT_SECRET,
     GATE_CLIENT_ID,
     GATE_PORT,
@@ -26,6 +27,7 @@ from .layout import (
     MLFLOW_PORT,
     REALM,
     REDIS_PORT,
+    WORKSPACES,
     Layout,
     url,
 )
@@ -206,6 +208,7 @@ def mlflow(
             # Two workers serve a test stack well and halve MLflow's memory on small boxes.
             "--workers",
             str(workers),
+            *(["--enable-workspaces"] if WORKSPACES else []),
         ],
         probe=mlflow_probe(instance),
         timeout=400,
@@ -232,7 +235,10 @@ def gate(layout: Layout, instance: int = 1) -> Component:
             "GATE_CLIENT_SECRET": DEV_GATE_CLIENT_SECRET,
             "GATE_PUBLIC_URL": url(GATEWAY_PORT),
             "GATE_REDIS_URL": f"redis://{HOST}:{REDIS_PORT}/0",
+            "GATE_BASIC_SECRET": DEV_BASIC_SECRET,
             "GATE_LOG_LEVEL": "INFO",
+            "GATE_WORKSPACES": "on" if WORKSPACES else "off",
+            "GATE_MLFLOW_URL": url(MLFLOW_PORT),
             # One JSON line per decision, apart from the service log.
             "GATE_AUDIT_LOG": str(state / "audit.log"),
             # uvicorn worker processes; `GATE_WORKERS=2 python3 -m stack up` tries two.

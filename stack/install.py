@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -138,14 +139,26 @@ def ensure_venv(layout: Layout) -> None:
 
 
 def ensure_helm(layout: Layout) -> Path:
-    """Build the pinned helm into the cache once with `go install` (several minutes on 2 cores)."""
+    """Build the pinned helm into the cache once with `go install` (several minutes on 2 cores).
+
+    A file lock makes a second caller (the chart tests while `stack test` builds it in the
+    background) wait for the first build instead of starting its own.
+    """
     if layout.helm.exists():
         return layout.helm
+    layout.cache.mkdir(parents=True, exist_ok=True)
+    with open(layout.cache / "helm.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if layout.helm.exists():
+            return layout.helm
+        return _build_helm(layout)
+
+
+def _build_helm(layout: Layout) -> Path:
     go = which("go") or shutil.which("go", path="/usr/local/go/bin")
     if go is None:
         raise InstallError(f"helm needs Go to build; install Go, or put helm {HELM_VERSION} at {layout.helm}")
     print(f"building helm {HELM_VERSION} with go install", flush=True)
-    layout.cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=layout.cache) as scratch:
         env = {**os.environ, "GOBIN": scratch, "GOFLAGS": "-mod=mod"}
         if subprocess.run([go, "install", f"{HELM_MODULE}@{HELM_VERSION}"], env=env, check=False).returncode != 0:

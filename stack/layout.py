@@ -25,7 +25,16 @@ def _port_offset() -> int:
     return int(raw)
 
 
+def _workspaces() -> bool:
+    """MLFLOW_GATE_WORKSPACES=off runs MLflow and the gate without workspaces (default: on)."""
+    raw = os.environ.get("MLFLOW_GATE_WORKSPACES", "on").strip().lower() or "on"
+    if raw not in ("on", "off"):
+        raise SystemExit(f"MLFLOW_GATE_WORKSPACES={raw!r}: expected on or off")
+    return raw == "on"
+
+
 PORT_OFFSET = _port_offset()
+WORKSPACES = _workspaces()
 GATEWAY_PORT = 8080 + PORT_OFFSET
 KEYCLOAK_PORT = 8180 + PORT_OFFSET
 KEYCLOAK_MANAGEMENT_PORT = 9000 + PORT_OFFSET
@@ -50,6 +59,8 @@ GATE_CLIENT_ID = "mlflow-gate"
 CLI_CLIENT_ID = "mlflow-cli"
 # Must equal the default of the ${MLFLOW_GATE_CLIENT_SECRET:...} placeholder in the realm file.
 DEV_GATE_CLIENT_SECRET = "dev-only-mlflow-gate-secret"
+# Development only: keys the digests of Basic credentials (GATE_BASIC_SECRET); never reuse it.
+DEV_BASIC_SECRET = "dev-only-basic-exchange-secret-0123456789"
 KEYCLOAK_ADMIN_USER = "admin"
 # The replica topology's MLflow database (loopback only, dropped by every `up`).
 POSTGRES_DATABASE = "mlflow"

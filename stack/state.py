@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from . import workspaces
 from .layout import (
     CLI_CLIENT_ID,
     DEV_GATE_CLIENT_SECRET,
@@ -19,14 +20,15 @@ from .layout import (
     MLFLOW_PORT,
     REALM,
     REDIS_PORT,
+    WORKSPACES,
     Layout,
     url,
 )
 
 
 def demo_users(realm_file: Path, users_file: Path) -> dict[str, dict[str, Any]]:
-    """Usernames, passwords and application roles, read from the dev users file itself so
-    stack.json can never disagree with what Keycloak imported."""
+    """Usernames, passwords, application roles and workspace levels, read from the dev files
+    themselves so stack.json can never disagree with what Keycloak imported."""
     application_roles = {role["name"] for role in json.loads(realm_file.read_text())["roles"]["realm"]}
     users: dict[str, dict[str, Any]] = {}
     for user in json.loads(users_file.read_text())["users"]:
@@ -34,6 +36,13 @@ def demo_users(realm_file: Path, users_file: Path) -> dict[str, dict[str, Any]]:
         roles = [role for role in user.get("realmRoles", []) if role in application_roles]
         users[user["username"]] = {"password": password, "roles": roles}
     return users
+
+
+def with_workspace_levels(layout: Layout, users: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        name: {**user, "workspaces": workspaces.levels(layout, name, user["roles"]) if WORKSPACES else {}}
+        for name, user in users.items()
+    }
 
 
 def document(layout: Layout, admin_password: str) -> dict[str, Any]:
@@ -50,7 +59,8 @@ def document(layout: Layout, admin_password: str) -> dict[str, Any]:
             "gate": {"client_id": GATE_CLIENT_ID, "client_secret": DEV_GATE_CLIENT_SECRET},
             "cli": {"client_id": CLI_CLIENT_ID},
         },
-        "users": demo_users(layout.realm_file, layout.dev_users_file),
+        "workspaces": WORKSPACES,
+        "users": with_workspace_levels(layout, demo_users(layout.realm_file, layout.dev_users_file)),
     }
 
 

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 
 from keycloak.exceptions import KeycloakError
 
-from . import connection, explain, robots, roles, signout, users
+from . import connection, explain, robots, roles, signout, users, workspaces
 from .connection import Session
 from .errors import AdminError
 
 PROG = "mlflow-gate-admin"
-NOUNS = (users, roles, robots, signout, explain)
+NOUNS = (users, roles, robots, signout, workspaces, explain)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,6 +15,7 @@ from pathlib import Path
 from keycloak import KeycloakAdmin
 from keycloak.exceptions import KeycloakPostError, raise_error_from_response
 
+from .. import workspaces
 from ..routes import Permission, RouteMap, RouteMapError
 from . import output
 from .connection import Session
@@ -36,6 +37,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         type=Path,
         help="extra route-map file, as the gate's GATE_ROUTE_MAP_EXTRA (repeatable; default: that variable)",
+    )
+    parser.add_argument(
+        "--workspace",
+        help="the MLflow workspace the request acts in (gate with GATE_WORKSPACES=on): Keycloak is asked about "
+        "workspace:NAME instead of the route's resource",
     )
     output.add_json_flag(parser)
     parser.set_defaults(handler=explain_request)
@@ -64,12 +70,19 @@ def explain_request(session: Session, args: argparse.Namespace) -> None:
         name, enabled = user["username"], bool(user.get("enabled"))
     subject = Subject(name, enabled, tuple(effective_roles(admin, user["id"])))
     resource_server = client_uuid(admin, session.options.gate_client)
+    workspace = args.workspace
+    if workspace is not None and not workspaces.is_valid_name(workspace):
+        raise AdminError(f"{workspace!r} is not an MLflow workspace name")
+
+    def in_workspace(permission: Permission) -> Permission:
+        return permission if workspace is None else workspaces.permission_in(workspace, method, target, permission)
+
     explanation = explain(
         method,
         target,
         routes.lookup(method, target),
         subject,
-        lambda permission: evaluate(admin, resource_server, user["id"], permission),
+        lambda permission: evaluate(admin, resource_server, user["id"], in_workspace(permission)),
     )
     output.record(explanation.fields() if args.json else explanation.summary(), args.json)
 

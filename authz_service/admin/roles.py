@@ -31,7 +31,7 @@ def grant(session: Session, args: argparse.Namespace) -> None:
         print(f"{user['username']} already holds {role['name']}; nothing changed")
         return
     admin.assign_realm_roles(user["id"], [role])
-    print(f"granted {role['name']} to {user['username']} (takes effect with their next token)")
+    print(f"granted {role['name']} to {user['username']} (the gates apply it within 10 seconds)")
 
 
 def revoke(session: Session, args: argparse.Namespace) -> None:

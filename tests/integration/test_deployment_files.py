@@ -27,6 +27,7 @@ USERS_FILE = REPO / "keycloak-realm" / "dev" / "mlflow-users-0.json"
 TEMPLATE = REPO / "nginx" / "gateway.conf.template"
 
 RESOURCE_TYPE = "urn:mlflow-gate:resources:mlflow"
+WORKSPACE_TYPE = "urn:mlflow-gate:resources:workspace"
 FAMILIES = [resource for resource, scopes in SCOPES_BY_RESOURCE.items() if scopes == CRUD]
 
 
@@ -134,7 +135,11 @@ def test_template_guards_what_the_gate_relies_on() -> None:
         "proxy_pass_request_body off;",
         "proxy_set_header X-Original-URI $request_uri;",
         "proxy_set_header X-Original-Method $request_method;",
-        "proxy_pass http://mlflow$request_uri;",
+        "proxy_pass http://$gate_or_mlflow;",
+        'default                                                    "mlflow$request_uri";',
+        "proxy_set_header X-MLflow-Workspace $http_x_mlflow_workspace;",
+        "proxy_set_header X-MLflow-Workspace $gate_workspace;",
+        "proxy_set_header X-Gate-Readable-Workspaces $gate_readable_workspaces;",
         'proxy_set_header X-HTTP-Method-Override "";',
         'proxy_set_header X-HTTP-Method "";',
         'proxy_set_header X-Method-Override "";',
@@ -165,9 +170,13 @@ def test_resource_server_is_enforcing_affirmative_without_defaults(realm: dict[s
 
 def test_every_resource_family_has_its_scopes(realm: dict[str, Any]) -> None:
     resources = client(realm, "mlflow-gate")["authorizationSettings"]["resources"]
-    scopes = {r["name"]: {s["name"] for s in r["scopes"]} for r in resources}
-    assert scopes == SCOPES_BY_RESOURCE
-    assert {r["type"] for r in resources} == {RESOURCE_TYPE}
+    families = [r for r in resources if r["type"] == RESOURCE_TYPE]
+    assert {r["name"]: {s["name"] for s in r["scopes"]} for r in families} == SCOPES_BY_RESOURCE
+    # The one workspace every deployment has; the admin CLI adds the others.
+    workspaces = [r for r in resources if r["type"] != RESOURCE_TYPE]
+    assert [(r["name"], r["type"], {s["name"] for s in r["scopes"]}) for r in workspaces] == [
+        ("workspace:default", WORKSPACE_TYPE, CRUD)
+    ]
 
 
 def granted_by_role(realm: dict[str, Any]) -> dict[str, set[tuple[str, str]]]:
@@ -175,7 +184,7 @@ def granted_by_role(realm: dict[str, Any]) -> dict[str, set[tuple[str, str]]]:
     settings = client(realm, "mlflow-gate")["authorizationSettings"]
     scopes_of = {r["name"]: {s["name"] for s in r["scopes"]} for r in settings["resources"]}
     policies = settings["policies"]
-    assert {p["type"] for p in policies} == {"role", "scope"}
+    assert {p["type"] for p in policies} == {"role", "scope", "resource"}
     assert {p["logic"] for p in policies} == {"POSITIVE"}
     role_of = {}
     for policy in (p for p in policies if p["type"] == "role"):
@@ -190,12 +199,21 @@ def granted_by_role(realm: dict[str, Any]) -> dict[str, set[tuple[str, str]]]:
                 for scope in json.loads(config["scopes"]):
                     assert scope in scopes_of[resource], f"{permission['name']}: {resource} has no {scope}"
                     granted.setdefault(role_of[policy], set()).add((resource, scope))
+    # Resource-type permissions grant every scope of every resource of that type.
+    for permission in (p for p in policies if p["type"] == "resource"):
+        config = permission["config"]
+        typed = [r for r in settings["resources"] if r["type"] == config["defaultResourceType"]]
+        for policy in json.loads(config["applyPolicies"]):
+            for resource in typed:
+                granted.setdefault(role_of[policy], set()).update((resource["name"], s["name"]) for s in resource["scopes"])
     return granted
 
 
 def test_permissions_match_the_role_model(realm: dict[str, Any]) -> None:
-    admin = {(family, scope) for family in FAMILIES for scope in CRUD} | {("administration", "manage")}
-    default = {(family, scope) for family in FAMILIES for scope in CRUD - {"delete"}}
+    admin = {(family, scope) for family in [*FAMILIES, "workspace:default"] for scope in CRUD} | {
+        ("administration", "manage")
+    }
+    default = {(family, scope) for family in [*FAMILIES, "workspace:default"] for scope in CRUD - {"delete"}}
     assert granted_by_role(realm) == {"Admin": admin, "Default": default}
 
 
@@ -234,6 +252,8 @@ def test_dev_users_file() -> None:
         "alice": ["Admin"],
         "bob": ["Default"],
         "carol": [],
+        "dave": ["Default"],
+        "erin": ["Default"],
     }
     for name, user in users.items():
         assert user["email"] == f"{name}@example.org"

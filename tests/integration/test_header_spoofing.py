@@ -97,6 +97,11 @@ def _lifecycle(stack: dict[str, Any], realm: RealmClient, experiment_id: str) ->
         return client_for(stack).get_experiment(experiment_id).lifecycle_stage
 
 
+def in_default_workspace(stack: dict[str, Any]) -> str:
+    """With workspaces on, refusals also name the workspace the request acted in."""
+    return " in workspace default" if stack.get("workspaces") else ""
+
+
 def _refusal_message(response: RawResponse) -> str:
     assert response.status == 403, (response.head, response.body)
     error = json.loads(response.body)
@@ -117,7 +122,8 @@ def test_spoofed_original_uri_or_method_headers_do_not_turn_a_delete_into_a_read
         response = send(server, "POST", "/api/2.0/mlflow/experiments/delete", [*headers, *spoofed], body)
         messages[label] = _refusal_message(response)
     # The gate named the permission of the real request line, not of any spoofed header.
-    assert set(messages.values()) == {"Permission denied: user bob lacks permission experiments#delete"}, messages
+    expected = f"Permission denied: user bob lacks permission experiments#delete{in_default_workspace(stack)}"
+    assert set(messages.values()) == {expected}, messages
     assert _lifecycle(stack, realm, experiment_id) == "active"
 
 
@@ -144,7 +150,8 @@ def test_spoofed_identity_headers_do_not_let_a_user_without_role_read(
     for label, spoofed in {**IDENTITY_SPOOFS, "all at once": all_at_once}.items():
         response = send(server, "GET", "/api/2.0/mlflow/experiments/search?max_results=1", [*headers, *spoofed])
         messages[label] = _refusal_message(response)
-    assert set(messages.values()) == {"Permission denied: user carol lacks permission experiments#read"}, messages
+    expected = f"Permission denied: user carol lacks permission experiments#read{in_default_workspace(stack)}"
+    assert set(messages.values()) == {expected}, messages
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,7 +32,11 @@ TEMPLATE = REPO / "nginx" / "gateway.conf.template"
 ROUTE_MAP = REPO / "authz_service" / "route_map.txt"
 VALUE_SETS = ["defaults", *sorted(path.stem for path in EXAMPLES.glob("*.yaml"))]
 # Stand-ins for what the pods read from the Secret.
-SECRET_VALUES = {"GATE_CLIENT_SECRET": "from-the-secret", "GATE_REDIS_URL": "redis://:pw@redis.redis:6379/0"}
+SECRET_VALUES = {
+    "GATE_CLIENT_SECRET": "from-the-secret",
+    "GATE_BASIC_SECRET": "from-the-secret-at-least-32-characters",
+    "GATE_REDIS_URL": "redis://:pw@redis.redis:6379/0",
+}
 IDENTITY_HEADERS = ["X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Roles"]
 
 Manifest = dict[str, Any]
@@ -138,11 +142,11 @@ def test_gate_environment_passes_the_gates_settings_validation(manifests: list[M
         else:
             environment[name] = variable["value"]
     settings = Settings.from_env(environment)
-    assert settings.sso_enabled
+    assert settings.sso_enabled and settings.basic_enabled
     assert settings.redis_url
     assert settings.host == "0.0.0.0"
     assert gate["ports"][0]["containerPort"] == settings.port
-    assert {v["name"] for v in gate["env"] if "valueFrom" in v} >= {"GATE_CLIENT_SECRET"}
+    assert {v["name"] for v in gate["env"] if "valueFrom" in v} >= {"GATE_CLIENT_SECRET", "GATE_BASIC_SECRET"}
 
 
 def test_gate_pods_are_hardened_and_probed(manifests: list[Manifest]) -> None:

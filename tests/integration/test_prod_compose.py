@@ -9,6 +9,7 @@ Docker is not needed: compose's `${VAR:?message}` interpolation is applied here.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ def interpolate(text: str, environment: Mapping[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Every variable of prod.env.example, with throwaway certificates and secrets."""
+    """Every variable of prod.env.example, with throwaway certificates and secrets (as long as real ones)."""
     certificates = tmp_path_factory.mktemp("certificates")
     gateway_cert, gateway_key = self_signed_certificate(certificates, "gateway")
     keycloak_cert, keycloak_key = self_signed_certificate(certificates, "keycloak")
@@ -56,7 +57,7 @@ def environment(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if line and not line.startswith("#")
     )
     return {
-        name: str(files[name]) if name in files else default or f"test-{name.lower()}"
+        name: str(files[name]) if name in files else default or f"test-{name.lower()}-{secrets.token_hex(16)}"
         for name, default in example.items()
     }
 
@@ -127,7 +128,7 @@ def test_only_the_gateway_and_keycloak_are_published_and_only_over_tls(compose: 
 def test_gate_environment_passes_the_gates_settings_validation(compose: dict[str, Any]) -> None:
     settings = Settings.from_env(compose["services"]["gate"]["environment"])
     assert settings.public_url and settings.public_url.startswith("https://")
-    assert settings.sso_enabled and settings.redis_url
+    assert settings.sso_enabled and settings.redis_url and settings.basic_enabled
 
 
 @pytest.mark.integration

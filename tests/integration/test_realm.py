@@ -142,10 +142,16 @@ def resource_server(stack: dict[str, Any]) -> dict[str, Any]:
 def test_imported_resource_server_has_no_defaults(resource_server: dict[str, Any]) -> None:
     assert resource_server["policyEnforcementMode"] == "ENFORCING"
     assert resource_server["decisionStrategy"] == "AFFIRMATIVE"
-    assert {r["name"] for r in resource_server["resources"]} == set(SCOPES_BY_RESOURCE)
+    resources = {r["name"] for r in resource_server["resources"]}
+    # Workspaces are resources too: workspace:default from the file, the others from the admin CLI.
+    workspaces = {name for name in resources if name.startswith("workspace:")}
+    assert resources - workspaces == set(SCOPES_BY_RESOURCE)
+    assert "workspace:default" in workspaces
     realm_file = json.loads(REALM_FILE.read_text())
     (gate,) = [c for c in realm_file["clients"] if c["clientId"] == "mlflow-gate"]
-    # Exactly the file's policies and permissions: Keycloak added no grant-all default.
-    assert {p["name"] for p in resource_server["policies"]} == {
-        p["name"] for p in gate["authorizationSettings"]["policies"]
-    }
+    # Exactly the file's policies and permissions plus the admin CLI's per-workspace ones (named
+    # after their workspace resource): Keycloak added no grant-all default.
+    in_file = {p["name"] for p in gate["authorizationSettings"]["policies"]}
+    held = {p["name"] for p in resource_server["policies"]}
+    assert in_file <= held
+    assert all(name.startswith(tuple(f"{w} " for w in workspaces) + tuple(f"{w}: " for w in workspaces)) for name in held - in_file)

@@ -43,9 +43,13 @@ def test_sign_in_returns_to_the_page_with_a_strict_session_cookie(gateway: httpx
 
 def test_session_cookie_gets_the_same_decisions_as_a_token(gateway: httpx.Client, stack: dict[str, Any]) -> None:
     sign_in(gateway, stack, "bob")
-    denied = gateway.post("/ajax-api/2.0/mlflow/experiments/delete", json={"experiment_id": "0"})
+    # Sent as the UI sends it (same origin), so the refusal is the role decision, not cross-site.
+    denied = gateway.post(
+        "/ajax-api/2.0/mlflow/experiments/delete", json={"experiment_id": "0"}, headers={"Origin": stack["gateway_url"]}
+    )
     assert denied.status_code == 403
     assert denied.json()["error_code"] == "PERMISSION_DENIED"
+    assert "lacks permission experiments#delete" in denied.json()["message"]
 
 
 def test_xhr_without_session_gets_401_json_and_navigation_gets_sign_in(gateway: httpx.Client) -> None:

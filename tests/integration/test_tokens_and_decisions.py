@@ -141,6 +141,9 @@ def test_a_second_gate_process_reuses_decisions_through_redis(
         "GATE_REALM": stack["realm"],
         "GATE_REDIS_URL": stack["redis_url"],
     }
+    if stack.get("workspaces"):
+        # The same kind of cache entry as the stack's gate (the user's permission set).
+        settings |= {"GATE_WORKSPACES": "on", "GATE_MLFLOW_URL": stack["mlflow_url"]}
     with gate(tmp_path, settings) as port:
         answer = httpx.get(
             f"http://127.0.0.1:{port}/_gate/check",

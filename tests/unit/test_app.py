@@ -113,6 +113,27 @@ def test_missing_original_request_headers_are_refused(client: TestClient, realm:
     assert response.status_code == 403
 
 
+
+def test_the_check_answers_get_and_head_only(client: TestClient, realm: Realm) -> None:
+    headers = {"Authorization": f"Bearer {realm.token()}", "X-Original-Method": "GET", "X-Original-URI": GET_EXPERIMENT[1]}
+    assert client.head("/_gate/check", headers=headers).status_code == 200
+    refused = client.post("/_gate/check", headers=headers)
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == "GET, HEAD"
+
+
+def test_the_first_of_repeated_credentials_counts(client: TestClient, realm: Realm) -> None:
+    response = client.get(
+        "/_gate/check",
+        headers=[
+            ("X-Original-Method", "GET"),
+            ("X-Original-URI", GET_EXPERIMENT[1]),
+            ("Authorization", "Bearer not-a-token"),
+            ("Authorization", f"Bearer {realm.token()}"),
+        ],
+    )
+    assert response.status_code == 401
+
 def test_default_user_reads_with_identity_headers_but_cannot_delete(client: TestClient, realm: Realm) -> None:
     token = realm.token()
     allowed = check(client, GET_EXPERIMENT, token)

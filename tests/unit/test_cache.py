@@ -60,7 +60,7 @@ def test_keys_separate_users_role_sets_clients_and_permissions() -> None:
 def test_entry_lives_no_longer_than_the_configured_maximum() -> None:
     clock = Clock(10_000.0)
     cache = DecisionCache(max_ttl=60, size=100, clock=clock)
-    run(cache.put("k", True, token_expires_at=clock.now + 300))
+    run(cache.put("k", True, token_expires_at=clock.now + 300, decided_at=clock.now))
     clock.now += 59
     assert run(cache.get("k")) is True
     clock.now += 2
@@ -70,7 +70,7 @@ def test_entry_lives_no_longer_than_the_configured_maximum() -> None:
 def test_entry_lives_no_longer_than_the_token() -> None:
     clock = Clock(10_000.0)
     cache = DecisionCache(max_ttl=60, size=100, clock=clock)
-    run(cache.put("k", False, token_expires_at=clock.now + 10))
+    run(cache.put("k", False, token_expires_at=clock.now + 10, decided_at=clock.now))
     clock.now += 9
     assert run(cache.get("k")) is False
     clock.now += 2
@@ -80,7 +80,7 @@ def test_entry_lives_no_longer_than_the_token() -> None:
 def test_expired_token_is_not_cached() -> None:
     clock = Clock(10_000.0)
     cache = DecisionCache(max_ttl=60, size=100, clock=clock)
-    run(cache.put("k", True, token_expires_at=clock.now - 1))
+    run(cache.put("k", True, token_expires_at=clock.now - 1, decided_at=clock.now))
     assert run(cache.get("k")) is None
 
 
@@ -89,7 +89,7 @@ def test_redis_shares_decisions_between_gate_processes() -> None:
     redis = FakeRedis(clock)
     first = DecisionCache(max_ttl=60, size=100, redis=redis, clock=clock)
     second = DecisionCache(max_ttl=60, size=100, redis=redis, clock=clock)
-    run(first.put("k", True, token_expires_at=clock.now + 30))
+    run(first.put("k", True, token_expires_at=clock.now + 30, decided_at=clock.now))
     assert run(second.get("k")) is True
     clock.now += 31
     assert run(second.get("k")) is None
@@ -99,7 +99,7 @@ def test_redis_outage_is_a_miss_not_an_error() -> None:
     clock = Clock(10_000.0)
     cache = DecisionCache(max_ttl=60, size=100, redis=FakeRedis(clock, broken=True), clock=clock)
     assert run(cache.get("k")) is None
-    run(cache.put("k", False, token_expires_at=clock.now + 30))
+    run(cache.put("k", False, token_expires_at=clock.now + 30, decided_at=clock.now))
     assert run(cache.get("k")) is False
 
 
@@ -107,14 +107,38 @@ def test_memory_layer_is_bounded() -> None:
     clock = Clock(10_000.0)
     cache = DecisionCache(max_ttl=60, size=3, clock=clock)
     for index in range(10):
-        run(cache.put(f"k{index}", True, token_expires_at=clock.now + 30))
+        run(cache.put(f"k{index}", True, token_expires_at=clock.now + 30, decided_at=clock.now))
     assert sum(run(cache.get(f"k{index}")) is not None for index in range(10)) == 3
 
 
-@pytest.mark.parametrize("raw", [b"garbage", b"1:not-a-number"])
+@pytest.mark.parametrize("raw", [b"garbage", b"1:not-a-number", b"1:20000.0", b"1:20000.0:x", b"1:20000.0:1.0:extra"])
 def test_unreadable_redis_values_are_misses(raw: bytes) -> None:
     clock = Clock(10_000.0)
     redis = FakeRedis(clock)
     redis.data["k"] = (raw.decode(), clock.now + 100)
     cache = DecisionCache(max_ttl=60, size=10, redis=redis, clock=clock)
     assert run(cache.get("k")) is None
+
+
+def test_decision_made_before_not_before_is_a_miss_in_memory_and_in_redis() -> None:
+    clock = Clock(10_000.0)
+    redis = FakeRedis(clock)
+    first = DecisionCache(max_ttl=60, size=100, redis=redis, clock=clock)
+    second = DecisionCache(max_ttl=60, size=100, redis=redis, clock=clock)
+    run(first.put("k", True, token_expires_at=clock.now + 300, decided_at=clock.now - 0.5))
+    assert redis.data["k"][0] == f"1:{clock.now + 60}:{clock.now - 0.5}"
+    assert run(first.get("k", not_before=clock.now - 0.5)) is True
+    assert run(first.get("k", not_before=clock.now)) is None
+    assert run(second.get("k", not_before=clock.now)) is None
+    assert run(second.get("k", not_before=clock.now - 1)) is True
+
+
+def test_a_fresher_redis_entry_replaces_a_stale_memory_entry() -> None:
+    clock = Clock(10_000.0)
+    redis = FakeRedis(clock)
+    stale = DecisionCache(max_ttl=60, size=100, redis=redis, clock=clock)
+    fresh = DecisionCache(max_ttl=60, size=100, redis=redis, clock=clock)
+    run(stale.put("k", True, token_expires_at=clock.now + 300, decided_at=clock.now))
+    clock.now += 5
+    run(fresh.put("k", False, token_expires_at=clock.now + 300, decided_at=clock.now))
+    assert run(stale.get("k", not_before=clock.now - 1)) is False

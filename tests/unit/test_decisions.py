@@ -9,6 +9,8 @@ import pytest
 
 from authz_service.cache import DecisionCache
 from authz_service.decisions import Authorizer
+from authz_service.metrics import Metrics
+from authz_service.revocation import Revocation
 from authz_service.routes import Permission
 from authz_service.tokens import Identity
 from authz_service.uma import KeycloakUnavailable, TokenRejected, UmaClient
@@ -46,7 +48,7 @@ BOB = identity("bob", {"Default"})
 
 def authorizer_for(handler) -> tuple[Authorizer, UmaClient]:
     uma = UmaClient(httpx.AsyncClient(transport=httpx.MockTransport(handler)), TOKEN_URL, "mlflow-gate")
-    return Authorizer(DecisionCache(max_ttl=60, size=1000), uma), uma
+    return Authorizer(DecisionCache(max_ttl=60, size=1000), uma, Revocation(None, 2, 10, 60, Metrics())), uma
 
 
 def test_asks_for_exactly_one_permission_in_decision_mode_with_the_users_token() -> None:

@@ -23,13 +23,14 @@ from authz_service.audit import AuditLog
 from authz_service.audit import Request as AuditRequest
 from authz_service.checks import Verdict
 from authz_service.health import Readiness
-from authz_service.keycloak_calls import KeycloakTransport
+from authz_service.keycloak_calls import KeycloakTransport, endpoint_of
 from authz_service.metrics import Metrics
 from authz_service.redis_breaker import Breaker, GuardedRedis, RedisUnavailable
 from authz_service.settings import Settings, SettingsError
 
 from .test_app import (  # noqa: F401 (client, keycloak and realm are fixtures)
     DELETE_EXPERIMENT,
+    BrokenRedis,
     GET_EXPERIMENT,
     JWKS_URL,
     TOKEN_URL,
@@ -321,3 +322,28 @@ def test_audit_file_is_opened_again_after_logrotate_moved_it(tmp_path: Path) -> 
     log.record(request, Verdict(200, outcome="public"), "")
     assert len((tmp_path / "audit.log.1").read_text().splitlines()) == 1
     assert json.loads(path.read_text())["verdict"] == "public"
+
+
+def test_sign_in_without_redis_is_a_clear_503(keycloak: FakeKeycloak) -> None:
+    app = create_app(
+        settings(GATE_CLIENT_SECRET="test-secret", GATE_PUBLIC_URL="http://gateway.test"),
+        transport=httpx.MockTransport(keycloak.handle),
+        redis=BrokenRedis(),  # type: ignore[arg-type]
+    )
+    response = TestClient(app).get("/oauth2/start", params={"rd": "/", "go": "1"}, follow_redirects=False)
+    assert response.status_code == 503
+    assert "session store unreachable" in response.text
+    assert response.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "form", "endpoint"),
+    [
+        ("POST", TOKEN_URL, {"grant_type": "urn:ietf:params:oauth:grant-type:uma-ticket"}, "uma"),
+        ("POST", TOKEN_URL, {"grant_type": "refresh_token"}, "token"),
+        ("GET", JWKS_URL, None, "jwks"),
+        ("GET", "http://keycloak.test/admin/realms/mlflow/events", None, "events"),
+    ],
+)
+def test_keycloak_calls_are_labelled_by_endpoint(method: str, url: str, form: dict[str, str] | None, endpoint: str) -> None:
+    assert endpoint_of(httpx.Request(method, url, data=form)) == endpoint

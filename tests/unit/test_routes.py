@@ -163,6 +163,19 @@ def test_unmapped_requests_name_method_and_path(builtin: RouteMap) -> None:
     assert builtin.classify("POST", "/metrics") == Refusal("no route rule for POST /metrics")
 
 
+
+def test_remembered_classifications_keep_method_and_whole_target_apart(builtin: RouteMap) -> None:
+    delete = "/api/2.0/mlflow/experiments/delete"
+    for _ in range(2):
+        assert builtin.classify("POST", delete) == Permission("experiments", "delete")
+        assert builtin.classify("GET", delete) == Refusal(f"no route rule for GET {delete}")
+        assert builtin.classify("POST", delete + "#x") == Refusal("fragment in request target")
+    long_query = "/api/2.0/mlflow/experiments/get?experiment_id=" + "1" * 2000
+    assert builtin.classify("GET", long_query) == Permission("experiments", "read")
+    assert builtin.classify("GET", long_query.replace("?", "%3F", 1)) == Refusal(
+        "no route rule for GET " + long_query.replace("?", "%3F", 1)
+    )
+
 # --- Operator files ------------------------------------------------------------------------------
 
 

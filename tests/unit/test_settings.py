@@ -64,3 +64,20 @@ def test_extra_route_maps_must_exist(tmp_path) -> None:
     extra.write_text("")
     settings = Settings.from_env({**MINIMAL, "GATE_ROUTE_MAP_EXTRA": str(extra)})
     assert settings.route_map_extra == (extra,)
+
+
+def test_revocation_polls_every_two_seconds_when_the_gate_has_its_service_account() -> None:
+    assert Settings.from_env(MINIMAL).revocation_enabled is False
+    settings = Settings.from_env({**MINIMAL, "GATE_CLIENT_SECRET": "s"})
+    assert settings.revocation_enabled is True
+    assert (settings.revocation_poll, settings.revocation_max_delay) == (2.0, 10.0)
+    assert Settings.from_env({**MINIMAL, "GATE_CLIENT_SECRET": "s", "GATE_REVOCATION_POLL": "0"}).revocation_enabled is False
+
+
+@pytest.mark.parametrize(
+    ("poll", "max_delay", "problem"),
+    [("-1", "10", "GATE_REVOCATION_POLL='-1'"), ("2", "0", "GATE_REVOCATION_MAX_DELAY='0'"), ("10", "10", "must be shorter")],
+)
+def test_revocation_timing_is_validated(poll: str, max_delay: str, problem: str) -> None:
+    with pytest.raises(SettingsError, match=problem):
+        Settings.from_env({**MINIMAL, "GATE_REVOCATION_POLL": poll, "GATE_REVOCATION_MAX_DELAY": max_delay})

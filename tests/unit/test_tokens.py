@@ -183,3 +183,28 @@ def test_a_token_is_verified_once_and_again_after_a_minute(
     clock.now += 400
     validate(validator, token)
     assert len(calls) == 3
+
+
+def test_remembered_tokens_are_bounded_and_the_oldest_is_verified_again(
+    realm: Realm, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(realm.handle))
+    validator = TokenValidator(
+        SigningKeys(http, JWKS_URL, 30.0, clock), ISSUER, AUDIENCE, clock=clock, remember_at_most=3
+    )
+    verified = validator._verified_claims
+    calls: list[str] = []
+
+    async def counting(token: str) -> dict:
+        calls.append(token)
+        return await verified(token)
+
+    monkeypatch.setattr(validator, "_verified_claims", counting)
+    clock.now = time.time()
+    tokens = [realm.token(sub=f"user-{number}") for number in range(4)]
+    for token in tokens:
+        validate(validator, token)
+    validate(validator, tokens[3])
+    assert calls == tokens
+    validate(validator, tokens[0])
+    assert calls == [*tokens, tokens[0]]

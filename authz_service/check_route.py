@@ -69,7 +69,7 @@ class CheckEndpoint:
             started=time.perf_counter(),
         )
         lookup_layer.set("")
-        session_id = cookie_parser(headers["cookie"]).get(SESSION_COOKIE) if "cookie" in headers else None
+        session_id = session_cookie(headers)
         credentials = self._credentials.for_request(method, headers, session_id, checked.client_address)
         signin = signin_location(uri) if self._signin_enabled and is_navigation(method, headers) else None
         offer_basic = self._credentials.basic is not None and not is_browser(headers, session_id)
@@ -119,6 +119,12 @@ def is_navigation(method: str, headers: Mapping[str, str]) -> bool:
     if mode is not None:
         return mode == "navigate"
     return "text/html" in headers.get("accept", "")
+
+
+def session_cookie(headers: Mapping[str, str]) -> str | None:
+    """The gate's session id, if the request carries its cookie (parsed only when there are cookies)."""
+    cookie = headers.get("cookie")
+    return cookie_parser(cookie).get(SESSION_COOKIE) if cookie else None
 
 
 def is_browser(headers: Mapping[str, str], session_id: str | None) -> bool:

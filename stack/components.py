@@ -29,6 +29,7 @@ from .layout import (
     REDIS_PORT,
     WORKSPACES,
     Layout,
+    auth_cache_seconds,
     url,
 )
 from .procs import HttpProbe, Probe, RedisProbe
@@ -268,6 +269,7 @@ def gateway(layout: Layout, instance: int = 1, gates: int = 1, mlflows: int = 1)
             "MLFLOW_UPSTREAM": f"{HOST}:{MLFLOW_PORT}",
             "MLFLOW_EXTRA_SERVERS": nginx.server_lines(f"{HOST}:{mlflow_port(n)}" for n in range(2, mlflows + 1)),
             "MLFLOW_HOST_HEADER": MLFLOW_HOST_HEADER,
+            **nginx.auth_cache_values(state / "auth-cache", auth_cache_seconds()),
         },
     )
     return Component(

@@ -35,6 +35,15 @@ def _workspaces() -> bool:
 
 PORT_OFFSET = _port_offset()
 WORKSPACES = _workspaces()
+
+
+def auth_cache_seconds() -> int:
+    """MLFLOW_GATE_AUTH_CACHE_SECONDS > 0 turns on NGINX's micro-cache of the gate's answers."""
+    raw = os.environ.get("MLFLOW_GATE_AUTH_CACHE_SECONDS", "0").strip() or "0"
+    if not raw.isdigit() or int(raw) > 60:
+        raise SystemExit(f"MLFLOW_GATE_AUTH_CACHE_SECONDS={raw!r}: expected a whole number from 0 to 60")
+    return int(raw)
+
 GATEWAY_PORT = 8080 + PORT_OFFSET
 KEYCLOAK_PORT = 8180 + PORT_OFFSET
 KEYCLOAK_MANAGEMENT_PORT = 9000 + PORT_OFFSET

@@ -21,11 +21,31 @@ TEMPLATE_VARIABLES = frozenset(
         "MLFLOW_UPSTREAM",
         "MLFLOW_EXTRA_SERVERS",
         "MLFLOW_HOST_HEADER",
+        "GATEWAY_AUTH_CACHE_ZONE",
+        "GATEWAY_AUTH_CACHE",
     }
 )
 # Placeholders a caller may leave out: without TLS directives the gateway speaks plain HTTP,
-# and without extra servers each upstream has the one address it was given.
-DEFAULTS = {"GATEWAY_TLS": "", "GATE_EXTRA_SERVERS": "", "MLFLOW_EXTRA_SERVERS": ""}
+# without extra servers each upstream has the one address it was given, and without the
+# micro-cache every request is checked by the gate.
+DEFAULTS = {
+    "GATEWAY_TLS": "",
+    "GATE_EXTRA_SERVERS": "",
+    "MLFLOW_EXTRA_SERVERS": "",
+    "GATEWAY_AUTH_CACHE_ZONE": "",
+    "GATEWAY_AUTH_CACHE": "",
+}
+
+
+def auth_cache_values(cache_dir: Path, seconds: int) -> dict[str, str]:
+    """The two micro-cache placeholders for an answer lifetime of `seconds` (0: off)."""
+    if seconds <= 0:
+        return {"GATEWAY_AUTH_CACHE_ZONE": "", "GATEWAY_AUTH_CACHE": ""}
+    return {
+        "GATEWAY_AUTH_CACHE_ZONE": f"proxy_cache_path {cache_dir} keys_zone=gate_auth:10m levels=1:2 "
+        "max_size=64m inactive=1m use_temp_path=off;",
+        "GATEWAY_AUTH_CACHE": f"proxy_cache gate_auth; proxy_cache_valid 200 403 {seconds}s;",
+    }
 
 
 class TemplateError(ValueError):

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,8 +56,11 @@ def running(command: list[str], port: int, log: Path, env: dict[str, str] | None
 
 
 @contextmanager
-def gateway_nginx(state: Path, gate_upstream: str, mlflow_upstream: str) -> Iterator[int]:
-    """A second NGINX rendered from nginx/gateway.conf.template; yields its port."""
+def gateway_nginx(
+    state: Path, gate_upstream: str, mlflow_upstream: str, extra: Mapping[str, str] | None = None
+) -> Iterator[int]:
+    """A second NGINX rendered from nginx/gateway.conf.template (`extra`: more placeholder
+    values, such as the micro-cache's); yields its port."""
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
     assert nginx, "nginx not installed (the stack runner installs it)"
     port = free_port()
@@ -69,6 +72,7 @@ def gateway_nginx(state: Path, gate_upstream: str, mlflow_upstream: str) -> Iter
             "GATE_UPSTREAM": gate_upstream,
             "MLFLOW_UPSTREAM": mlflow_upstream,
             "MLFLOW_HOST_HEADER": MLFLOW_HOST_HEADER,
+            **(extra or {}),
         },
     )
     error_log = state / "error.log"

@@ -121,7 +121,9 @@ does not know fails the render instead of reaching NGINX. */}}
   "GATE_EXTRA_SERVERS" ""
   "MLFLOW_UPSTREAM" (required "mlflow.address is required" .Values.mlflow.address)
   "MLFLOW_EXTRA_SERVERS" ""
-  "MLFLOW_HOST_HEADER" (include "mlflow-gate.mlflowHostHeader" .) -}}
+  "MLFLOW_HOST_HEADER" (include "mlflow-gate.mlflowHostHeader" .)
+  "GATEWAY_AUTH_CACHE_ZONE" ""
+  "GATEWAY_AUTH_CACHE" "" -}}
 {{- range $name, $value := $values -}}
 {{- $conf = replace (printf "${%s}" $name) $value $conf -}}
 {{- end -}}

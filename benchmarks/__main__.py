@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +26,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs for development (not for publishing)")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"where to write the report ({RESULTS})")
+    parser.add_argument("--pairs", type=int, help="alternating end-to-end pairs per comparison (full: 5, quick: 2)")
     args = parser.parse_args(argv)
     layout = Layout.discover()
     if Path(sys.prefix).resolve() != layout.venv.resolve():
@@ -33,7 +35,7 @@ def main(argv: list[str]) -> int:
     if not stack_was_up and commands.up(layout) != 0:
         return 1
     try:
-        return _benchmark(layout, args.quick, args.output)
+        return _benchmark(layout, args.quick, args.output, args.pairs)
     finally:
         if not stack_was_up:
             commands.down(layout)
@@ -59,18 +61,24 @@ def _continue_in_venv(layout: Layout, argv: list[str]) -> int:
     return subprocess.run(command, cwd=layout.repo, env={**os.environ}, check=False).returncode
 
 
-def _benchmark(layout: Layout, quick: bool, output: Path) -> int:
+def _benchmark(layout: Layout, quick: bool, output: Path, pairs: int | None) -> int:
     from . import report, run
 
     started = datetime.now(UTC)
     stack = json.loads(layout.stack_json.read_text())
     plan = run.Plan.quick() if quick else run.Plan.full()
+    if pairs is not None:
+        plan = replace(plan, pairs=pairs)
 
     def say(text: str) -> None:
         print(f"[{(datetime.now(UTC) - started).total_seconds():5.0f} s] {text}", flush=True)
 
     results = run.run(layout, stack, plan, say)
-    print(report.write(output, layout, results, plan, quick, started))
+    text = report.write(output, layout, results, plan, quick, started)
+    print(text)
+    if not quick and output == RESULTS:
+        report.copy_to_readme(layout.repo / "README.md", text)
+        say("copied the tables into README.md (Benchmarks)")
     say(f"wrote {output}")
     return 0
 

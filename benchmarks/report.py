@@ -235,3 +235,16 @@ def write(path: Path, layout: Layout, results: Results, plan: Plan, quick: bool,
     text = "\n".join(lines)
     path.write_text(text)
     return text
+
+
+README_START = "<!-- benchmark results: copied from benchmarks/RESULTS.md -->"
+README_END = "<!-- end benchmark results -->"
+
+
+def copy_to_readme(readme: Path, report: str) -> None:
+    """The README shows the last full run's tables (from "## The gate alone" to the end)."""
+    text = readme.read_text()
+    start, end = text.index(README_START) + len(README_START), text.index(README_END)
+    tables = report[report.index("## The gate alone"):].replace("\n## ", "\n#### ").replace("## The gate", "#### The gate", 1)
+    first_line = report.splitlines()[2]
+    readme.write_text(f"{text[:start]}\n{first_line}\n\n{tables.strip()}\n{text[end:]}")

@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from . import signin_flow
 from .mlflow_ui import (
@@ -28,7 +27,6 @@ pytestmark = pytest.mark.integration
 DELETE = "/ajax-api/2.0/mlflow/experiments/delete"
 RESTORE = "/ajax-api/2.0/mlflow/experiments/restore"
 SESSION_COOKIE = "mlflow_gate_session"
-GUIDANCE_WAIT_MS = 8_000
 
 
 @pytest.fixture(scope="module")
@@ -134,15 +132,10 @@ def create_in_ui(page: Page, name: str) -> None:
 
 def rename_in_ui(page: Page, stack: dict[str, Any], experiment_id: str, new_name: str) -> None:
     page.goto(f"{stack['gateway_url']}/#/experiments/{experiment_id}")
-    menu = page.get_by_test_id("overflow-menu-trigger")
-    expect(menu).to_be_visible()
-    # A first visit shows a one-time guidance popover, a little after the page; it blocks clicks.
+    # A first visit shows a one-time guidance popover, whenever the page gets to it; it blocks clicks.
     guidance = page.get_by_role("button", name="Got it")
-    try:
-        guidance.click(timeout=GUIDANCE_WAIT_MS)
-    except PlaywrightTimeoutError:
-        pass
-    menu.click()
+    page.add_locator_handler(guidance, lambda: guidance.click())
+    page.get_by_test_id("overflow-menu-trigger").click()
     page.get_by_test_id("mlflow.experiment_page.managementMenu.edit-experiment").click()
     dialog = page.get_by_role("dialog", name="Edit experiment")
     dialog.locator('[id="mlflow.experiment.edit.name"]').fill(new_name)

@@ -204,7 +204,7 @@ def fresh_user(realm: RealmClient, admin: AdminHeaders) -> Iterator[tuple[str, s
 
 
 def test_revoking_admin_with_the_cli_refuses_bobs_unexpired_token_at_every_gate(
-    stack: dict[str, Any], realm: RealmClient, second_gate: str
+    stack: dict[str, Any], realm: RealmClient, admin: AdminHeaders, second_gate: str
 ) -> None:
     alice = {"Authorization": f"Bearer {realm.token('alice')}"}
     created = httpx.post(

@@ -17,6 +17,8 @@ from .mlflow_ui import (
     delete_experiment,
     launch_chromium,
     open_experiments_page,
+    stack_workspace,
+    ui_url,
     wait_for_experiment_listed,
 )
 from .realm_client import RealmClient
@@ -131,7 +133,7 @@ def create_in_ui(page: Page, name: str) -> None:
 
 
 def rename_in_ui(page: Page, stack: dict[str, Any], experiment_id: str, new_name: str) -> None:
-    page.goto(f"{stack['gateway_url']}/#/experiments/{experiment_id}")
+    page.goto(ui_url(stack["gateway_url"], f"experiments/{experiment_id}", stack_workspace(stack)))
     # A first visit shows a one-time guidance popover, whenever the page gets to it; it blocks clicks.
     guidance = page.get_by_role("button", name="Got it")
     page.add_locator_handler(guidance, lambda: guidance.click())
@@ -154,14 +156,14 @@ def test_the_ui_in_chromium_still_creates_renames_and_deletes(stack: dict[str, A
             page.set_default_timeout(UI_TIMEOUT_MS)
             page.goto(stack["gateway_url"])
             sign_in_at_keycloak(page, stack, "alice")
-            open_experiments_page(page, stack["gateway_url"])
+            open_experiments_page(page, stack["gateway_url"], stack_workspace(stack))
             create_in_ui(page, name)
             created = experiment_by_name(stack, realm, name)
             assert created is not None
             rename_in_ui(page, stack, created["experiment_id"], f"{name}-renamed")
             expect(page.get_by_text(f"{name}-renamed").first).to_be_visible()
             assert experiment_by_name(stack, realm, f"{name}-renamed") is not None
-            open_experiments_page(page, stack["gateway_url"])
+            open_experiments_page(page, stack["gateway_url"], stack_workspace(stack))
             wait_for_experiment_listed(page, f"{name}-renamed")
             assert delete_experiment(page, f"{name}-renamed") is None
         finally:

@@ -8,7 +8,6 @@ so counters of a previous run never leak into this one.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import uvicorn
 
-from .settings import LOG_FORMAT, Settings, SettingsError
+from .settings import Settings, SettingsError, configure_logging
 
 
 def main() -> int:
@@ -25,7 +24,7 @@ def main() -> int:
     except SettingsError as error:
         print(error, file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    configure_logging(settings.log_level)
     if settings.workers > 1 or settings.metrics_dir is not None:
         prepare_multiprocess_dir(settings.metrics_dir)
     # Imported only now: prometheus-client picks single- or multiprocess mode when first imported.

@@ -35,7 +35,7 @@ from .redis_breaker import Breaker, GuardedRedis
 from .revocation import EventsSource, KeycloakEvents, Revocation
 from .routes import RouteMap
 from .sessions import KeyValue, SessionStore
-from .settings import LOG_FORMAT, Settings
+from .settings import Settings, configure_logging
 from .signin import SignIn
 from .throttle import FailureThrottle
 from .tokens import SigningKeys, TokenValidator
@@ -145,7 +145,7 @@ class Components:
 def create_app_from_env() -> FastAPI:
     """The factory each uvicorn worker calls (GATE_WORKERS > 1); the parent validated the settings."""
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format=LOG_FORMAT)
+    configure_logging(settings.log_level)
     return create_app(settings)
 
 

@@ -4,8 +4,9 @@ Earlier gates asked Keycloak on every request. A decision depends on who asks (s
 client) and what is asked (resource#scope), so the key is a digest of exactly those; two users or
 two role sets never share an entry. No entry outlives the token it was made for.
 
-Every entry, in memory and in Redis, carries the time it was decided. A reader passes the time
-before which decisions no longer hold (see revocation.py), whatever the key is made of.
+Every entry, in memory and in Redis, carries the time it was decided. A reader passes the times
+before which decisions no longer hold (revocation.NotBefore: one for this process's own decisions,
+one for those other processes shared through Redis), whatever the key is made of.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .redis_breaker import RedisUnavailable
+from .revocation import ALWAYS, NotBefore
 from .routes import Permission
 from .tokens import Identity
 
@@ -41,6 +43,11 @@ class CachedDecision:
     allowed: bool
     expires_at: float
     decided_at: float
+    shared: bool
+    """Read from Redis (another process may have made it), as opposed to made by this process."""
+
+    def holds(self, not_before: NotBefore) -> bool:
+        return self.decided_at >= (not_before.shared if self.shared else not_before.own)
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,10 @@ class CachedGrants:
     grants: frozenset[str]
     expires_at: float
     decided_at: float
+    shared: bool
+
+    def holds(self, not_before: NotBefore) -> bool:
+        return self.decided_at >= (not_before.shared if self.shared else not_before.own)
 
 
 def grants_key(identity: Identity) -> str:
@@ -81,7 +92,7 @@ class DecisionCache:
             maxsize=size, ttu=lambda _key, value, _now: value.expires_at, timer=clock
         )
 
-    async def get(self, key: str, not_before: float = 0.0) -> bool | None:
+    async def get(self, key: str, not_before: NotBefore = ALWAYS) -> bool | None:
         """The cached decision, unless it was decided before `not_before` (then None: ask Keycloak)."""
         entry = await self._read(key, not_before, _decode)
         return entry.allowed if isinstance(entry, CachedDecision) else None
@@ -90,10 +101,10 @@ class DecisionCache:
         """`decided_at`: when the question was sent to Keycloak, so a change during the call voids it."""
         expires_at = self._expiry(token_expires_at)
         if expires_at is not None:
-            self._memory[key] = CachedDecision(allowed, expires_at, decided_at)
+            self._memory[key] = CachedDecision(allowed, expires_at, decided_at, shared=False)
             await self._write(key, f"{int(allowed)}:{expires_at}:{decided_at}", expires_at)
 
-    async def get_grants(self, key: str, not_before: float = 0.0) -> frozenset[str] | None:
+    async def get_grants(self, key: str, not_before: NotBefore = ALWAYS) -> frozenset[str] | None:
         """A cached permission set, under the same `not_before` rule as a decision."""
         entry = await self._read(key, not_before, _decode_grants)
         return entry.grants if isinstance(entry, CachedGrants) else None
@@ -101,15 +112,15 @@ class DecisionCache:
     async def put_grants(self, key: str, grants: frozenset[str], token_expires_at: float, decided_at: float) -> None:
         expires_at = self._expiry(token_expires_at)
         if expires_at is not None:
-            self._memory[key] = CachedGrants(grants, expires_at, decided_at)
+            self._memory[key] = CachedGrants(grants, expires_at, decided_at, shared=False)
             entry = {"expires_at": expires_at, "decided_at": decided_at, "grants": sorted(grants)}
             await self._write(key, json.dumps(entry), expires_at)
 
     async def _read(
-        self, key: str, not_before: float, decode: Callable[[bytes | str | None], CachedDecision | CachedGrants | None]
+        self, key: str, not_before: NotBefore, decode: Callable[[bytes | str | None], CachedDecision | CachedGrants | None]
     ) -> CachedDecision | CachedGrants | None:
         cached = self._memory.get(key)
-        if cached is not None and cached.decided_at >= not_before:
+        if cached is not None and cached.holds(not_before):
             lookup_layer.set("memory")
             return cached
         lookup_layer.set("miss")
@@ -123,7 +134,7 @@ class DecisionCache:
             log.warning("decision cache: Redis read failed, asking Keycloak: %s", error)
             return None
         entry = decode(raw)
-        if entry is None or entry.expires_at <= self._clock() or entry.decided_at < not_before:
+        if entry is None or entry.expires_at <= self._clock() or not entry.holds(not_before):
             return None
         self._memory[key] = entry
         lookup_layer.set("redis")
@@ -155,7 +166,7 @@ def _decode(raw: bytes | str | None) -> CachedDecision | None:
         return None
     allowed, expires_at, decided_at = parts
     try:
-        return CachedDecision(allowed == "1", float(expires_at), float(decided_at))
+        return CachedDecision(allowed == "1", float(expires_at), float(decided_at), shared=True)
     except ValueError:
         return None
 
@@ -166,6 +177,6 @@ def _decode_grants(raw: bytes | str | None) -> CachedGrants | None:
     try:
         entry = json.loads(raw)
         grants = frozenset(str(grant) for grant in entry["grants"])
-        return CachedGrants(grants, float(entry["expires_at"]), float(entry["decided_at"]))
+        return CachedGrants(grants, float(entry["expires_at"]), float(entry["decided_at"]), shared=True)
     except (ValueError, TypeError, KeyError):
         return None

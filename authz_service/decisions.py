@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import TypeVar
 
 from .cache import DecisionCache, decision_key, grants_key
-from .revocation import Revocation
+from .revocation import NotBefore, Revocation
 from .routes import Permission
 from .tokens import Identity
 from .uma import UmaClient
@@ -76,10 +76,10 @@ class Authorizer:
 
         return await self._once(key, not_before, ask)
 
-    async def _once(self, key: str, not_before: float, ask: Callable[[], Awaitable[T]]) -> T:
+    async def _once(self, key: str, not_before: NotBefore, ask: Callable[[], Awaitable[T]]) -> T:
         """One Keycloak call per key at a time; an in-flight call asked before `not_before` is not shared."""
         pending = self._in_flight.get(key)
-        if pending is not None and pending[0] >= not_before:
+        if pending is not None and pending[0] >= not_before.own:
             return await asyncio.shield(pending[1])  # type: ignore[return-value]
         if pending is not None:
             return await ask()

@@ -30,8 +30,9 @@ from .metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# Keycloak's event times come from its own clock, decisions are stamped with the gate's: a change
-# also voids decisions stamped this soon after it, so clocks a little apart cannot keep one alive.
+# Keycloak stamps an event just before its transaction commits, with its own clock; decisions are
+# stamped with the gate's. A change that can take rights away also voids decisions stamped this soon
+# after it, so a decision racing the commit, or clocks a little apart, cannot keep a revoked right.
 CLOCK_MARGIN_SECONDS = 1.0
 # Each poll re-reads this much before the newest event already seen: an event stamped before its
 # transaction committed is not missed. Re-reading is harmless (a change time only moves forward).
@@ -67,10 +68,29 @@ class EventsUnavailable(Exception):
 
 @dataclass(frozen=True)
 class RightsChange:
-    """A change at `at` (seconds since the epoch) to one user's rights, or to everyone's (`subject` None)."""
+    """One user's rights (or everyone's: `subject` None) changed; decisions made before `at` are void.
+
+    `at` is in seconds since the epoch on Keycloak's clock, margin included.
+    """
 
     subject: str | None
     at: float
+
+
+@dataclass(frozen=True)
+class NotBefore:
+    """Cached decisions made before these times are not used.
+
+    `own` judges the decisions this process made (stamped with its own clock, so a decision it
+    started after it read the change is never void); `shared` judges those read from Redis, made
+    by other processes, against Keycloak's time of the change plus the margin.
+    """
+
+    own: float
+    shared: float
+
+
+ALWAYS = NotBefore(0.0, 0.0)
 
 
 def admin_change(event: dict[str, Any]) -> RightsChange | None:
@@ -78,9 +98,12 @@ def admin_change(event: dict[str, Any]) -> RightsChange | None:
 
     Anything under `users/<id>` (role mappings, group membership, disable, delete, sign-out)
     concerns that user alone. A new client (a robot) takes nothing from anyone; its service
-    account's roles arrive as a user's role mapping.
+    account's roles arrive as a user's role mapping. Creations add (a user, a role mapping, a
+    group membership), so they get no margin: a new user's first decisions stay cached.
     """
     at = float(event.get("time", 0)) / 1000
+    if event.get("operationType") != "CREATE":
+        at += CLOCK_MARGIN_SECONDS
     path = str(event.get("resourcePath") or "")
     match = _USER_PATH.match(path)
     if match:
@@ -97,7 +120,12 @@ def user_change(event: dict[str, Any]) -> RightsChange | None:
     """A user event that ends the user's sessions or access; None for any other event."""
     if event.get("type") not in USER_EVENT_TYPES or not event.get("userId"):
         return None
-    return RightsChange(str(event["userId"]), float(event.get("time", 0)) / 1000)
+    return RightsChange(str(event["userId"]), float(event.get("time", 0)) / 1000 + CLOCK_MARGIN_SECONDS)
+
+
+def _event_id(event: dict[str, Any]) -> str:
+    """Keycloak's event id; older servers without one are told apart by what the event says."""
+    return str(event.get("id") or (event.get("time"), event.get("resourcePath"), event.get("type"), event.get("userId")))
 
 
 class EventsSource(Protocol):
@@ -183,7 +211,7 @@ class RevocationState:
 class Revocation:
     """Per-user and realm-wide "changed at" times, kept current by polling Keycloak's events.
 
-    `not_before` is on every request's path: two dict lookups and a comparison.
+    `not_before` is on every request's path: a dict lookup and a few comparisons.
     """
 
     def __init__(
@@ -205,8 +233,9 @@ class Revocation:
         self._sleep = sleep
         self._lookback = lookback
         self._since = clock() - lookback
-        self._users: dict[str, float] = {}
-        self._realm = 0.0
+        self._users: dict[str, NotBefore] = {}
+        self._realm = ALWAYS
+        self._seen: dict[str, float] = {}
         self._known_until: float | None = None
         self._last_error: str | None = None
         self._failures = 0
@@ -230,28 +259,29 @@ class Revocation:
     def state(self) -> RevocationState:
         return RevocationState(self.enabled, self.healthy, self._known_until, self._failures, self._last_error)
 
-    def not_before(self, subject: str) -> float:
-        """Cached decisions for `subject` made before this time must not be used."""
+    def not_before(self, subject: str) -> NotBefore:
+        """Cached decisions for `subject` made before these times must not be used."""
         if self._source is None:
-            return 0.0
-        changed = max(self._users.get(subject, 0.0), self._realm)
-        limit = changed + CLOCK_MARGIN_SECONDS if changed else 0.0
+            return ALWAYS
+        user = self._users.get(subject, ALWAYS)
+        own = max(user.own, self._realm.own)
+        shared = max(user.shared, self._realm.shared)
         now = self._clock()
         if self._known_until is None or now - self._known_until > self._max_delay:
             # Changes since the last successful poll are unknown: trust only decisions young enough
             # that any change they missed is still within the budget.
-            limit = max(limit, now - self._max_delay)
-        return limit
+            return NotBefore(max(own, now - self._max_delay), max(shared, now - self._max_delay))
+        return NotBefore(own, shared)
 
-    def record(self, changes: Iterable[RightsChange]) -> None:
-        """Move change times forward; an event read again moves nothing and is not counted."""
+    def record(self, changes: Iterable[RightsChange], read_at: float) -> None:
+        """Move the change times forward; `read_at` is when this process read the changes."""
         for change in changes:
+            void = NotBefore(min(change.at, read_at), change.at)
             if change.subject is None:
-                if change.at > self._realm:
-                    self._realm = change.at
-                    self._metrics.revocation_changes.labels("realm").inc()
-            elif change.at > self._users.get(change.subject, 0.0):
-                self._users[change.subject] = change.at
+                self._realm = _later(self._realm, void)
+                self._metrics.revocation_changes.labels("realm").inc()
+            else:
+                self._users[change.subject] = _later(self._users.get(change.subject, ALWAYS), void)
                 self._metrics.revocation_changes.labels("user").inc()
 
     async def poll(self) -> None:
@@ -260,8 +290,9 @@ class Revocation:
             return
         started = self._clock()
         try:
-            admin, admin_complete = await self._read_all(self._source.admin_events)
-            user, user_complete = await self._read_all(self._source.user_events)
+            (admin, admin_complete), (user, user_complete) = await asyncio.gather(
+                self._read_all(self._source.admin_events), self._read_all(self._source.user_events)
+            )
         except EventsUnavailable as error:
             self._metrics.revocation_polls.labels("failed").inc()
             self._failures += 1
@@ -269,11 +300,16 @@ class Revocation:
                 log.warning("revocation: cannot read Keycloak events, still deciding through Keycloak: %s", error)
             self._last_error = str(error)
             return
-        self.record(change for change in map(admin_change, admin) if change is not None)
-        self.record(change for change in map(user_change, user) if change is not None)
+        read_at = self._clock()
+        new_admin = [event for event in admin if _event_id(event) not in self._seen]
+        new_user = [event for event in user if _event_id(event) not in self._seen]
+        self.record((change for change in map(admin_change, new_admin) if change is not None), read_at)
+        self.record((change for change in map(user_change, new_user) if change is not None), read_at)
         if not (admin_complete and user_complete):
             log.warning("revocation: over %d events in one poll; treating it as a realm-wide change", PAGE_SIZE * MAX_PAGES)
-            self.record([RightsChange(None, started)])
+            self.record([RightsChange(None, read_at + CLOCK_MARGIN_SECONDS)], read_at)
+        for event in [*new_admin, *new_user]:
+            self._seen[_event_id(event)] = float(event.get("time", 0)) / 1000
         newest = max((float(event.get("time", 0)) / 1000 for event in [*admin, *user]), default=0.0)
         self._since = max(self._since, newest - OVERLAP_SECONDS)
         if self._last_error is not None:
@@ -285,14 +321,19 @@ class Revocation:
         self._forget(started - self._lookback - CLOCK_MARGIN_SECONDS)
 
     async def run(self) -> None:
-        """Poll forever; cancelled at shutdown. A bug in one poll must not end the polling."""
+        """Poll forever, one poll starting every interval; cancelled at shutdown.
+
+        A slow poll shortens the pause after it, so a slow Keycloak does not stretch the delay.
+        A bug in one poll must not end the polling.
+        """
         while True:
+            started = self._clock()
             try:
                 await self.poll()
             except Exception:
                 self._metrics.revocation_polls.labels("failed").inc()
                 log.exception("revocation: poll failed")
-            await self._sleep(self._poll_interval)
+            await self._sleep(max(0.0, self._poll_interval - (self._clock() - started)))
 
     async def close(self) -> None:
         if self._source is not None:
@@ -312,7 +353,12 @@ class Revocation:
         return events, False
 
     def _forget(self, before: float) -> None:
-        """Drop change times older than any cached decision can be; they can void nothing."""
-        stale = [subject for subject, at in self._users.items() if at < before]
-        for subject in stale:
+        """Drop change times older than any cached decision can be, and ids no poll can read again."""
+        for subject in [subject for subject, void in self._users.items() if void.shared < before]:
             del self._users[subject]
+        for event_id in [event_id for event_id, at in self._seen.items() if at < self._since - 1]:
+            del self._seen[event_id]
+
+
+def _later(current: NotBefore, change: NotBefore) -> NotBefore:
+    return NotBefore(max(current.own, change.own), max(current.shared, change.shared))

@@ -6,6 +6,7 @@ instead of one restart per typo.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,12 @@ from urllib.parse import urlsplit
 T = TypeVar("T")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """The gate's own lines at `level`; httpx's per-request INFO lines (two per revocation poll) only as warnings."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class SettingsError(ValueError):

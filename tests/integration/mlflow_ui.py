@@ -8,6 +8,8 @@ Selectors are the UI's own `data-testid`s and ARIA roles; the UI uses hash route
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from playwright.sync_api import Browser, Locator, Page, Playwright, Response, expect
@@ -34,9 +36,21 @@ def launch_chromium(playwright: Playwright) -> Browser:
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
 
 
-def open_experiments_page(page: Page, base_url: str) -> None:
+def ui_url(base_url: str, route: str, workspace: str | None = None) -> str:
+    """A hash route of the UI; with workspaces on, the UI shows only its home page until the
+    route names a workspace (`?workspace=`), which it then remembers for the tab."""
+    query = f"?workspace={workspace}" if workspace else ""
+    return f"{base_url.rstrip('/')}/#/{route.lstrip('/')}{query}"
+
+
+def stack_workspace(stack: Mapping[str, Any]) -> str | None:
+    """The workspace a browser test works in: `default` when the stack runs with workspaces."""
+    return "default" if stack.get("workspaces") else None
+
+
+def open_experiments_page(page: Page, base_url: str, workspace: str | None = None) -> None:
     """Load the experiment list afresh from `base_url` (the gateway or a plain server)."""
-    url = f"{base_url.rstrip('/')}/#/experiments"
+    url = ui_url(base_url, "experiments", workspace)
     same_document = page.url.split("#", 1)[0] == url.split("#", 1)[0]
     page.goto(url, timeout=UI_TIMEOUT_MS)
     if same_document:

@@ -17,7 +17,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from .mlflow_ui import UI_TIMEOUT_MS, delete_experiment, launch_chromium, open_experiments_page, wait_for_experiment_listed
+from .mlflow_ui import (
+    UI_TIMEOUT_MS,
+    delete_experiment,
+    launch_chromium,
+    open_experiments_page,
+    stack_workspace,
+    wait_for_experiment_listed,
+)
 from .realm_client import RealmClient, gate_counter
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -91,7 +98,7 @@ def test_default_user_signs_in_sees_his_experiment_cannot_delete_it_and_signs_ou
     sign_in_at_keycloak(page, stack, "bob")
     page.wait_for_url(f"{stack['gateway_url']}/#/experiments")  # back on the page asked for
 
-    open_experiments_page(page, stack["gateway_url"])
+    open_experiments_page(page, stack["gateway_url"], stack_workspace(stack))
     wait_for_experiment_listed(page, name)
     expect(page.locator("#mlflow-gate-user")).to_contain_text("Signed in as bob (Default)")
     shot(page, "bob-02-experiments")
@@ -117,7 +124,7 @@ def test_admin_deletes_an_experiment_in_the_ui(page: Page, stack: dict[str, Any]
     name, experiment_id = experiment_for(stack, realm, "alice")
     page.goto(stack["gateway_url"])
     sign_in_at_keycloak(page, stack, "alice")
-    open_experiments_page(page, stack["gateway_url"])
+    open_experiments_page(page, stack["gateway_url"], stack_workspace(stack))
     wait_for_experiment_listed(page, name)
     shot(page, "alice-01-experiments")
     assert delete_experiment(page, name) is None
@@ -132,11 +139,11 @@ def test_session_survives_access_token_expiry(page: Page, stack: dict[str, Any],
         name, _ = experiment_for(stack, realm, "bob")
         page.goto(stack["gateway_url"])
         sign_in_at_keycloak(page, stack, "bob")
-        open_experiments_page(page, stack["gateway_url"])
+        open_experiments_page(page, stack["gateway_url"], stack_workspace(stack))
         wait_for_experiment_listed(page, name)
         refreshes_before = gate_counter(stack, "gate_session_refreshes_total")
         time.sleep(lifespan + 5)
-        open_experiments_page(page, stack["gateway_url"])
+        open_experiments_page(page, stack["gateway_url"], stack_workspace(stack))
         wait_for_experiment_listed(page, name)
         assert page.url.startswith(stack["gateway_url"])
         assert gate_counter(stack, "gate_session_refreshes_total") > refreshes_before

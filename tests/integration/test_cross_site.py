@@ -10,7 +10,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
-from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from . import signin_flow
 from .mlflow_ui import (
@@ -18,6 +17,8 @@ from .mlflow_ui import (
     delete_experiment,
     launch_chromium,
     open_experiments_page,
+    stack_workspace,
+    ui_url,
     wait_for_experiment_listed,
 )
 from .realm_client import RealmClient
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.integration
 DELETE = "/ajax-api/2.0/mlflow/experiments/delete"
 RESTORE = "/ajax-api/2.0/mlflow/experiments/restore"
 SESSION_COOKIE = "mlflow_gate_session"
-GUIDANCE_WAIT_MS = 8_000
 
 
 @pytest.fixture(scope="module")
@@ -133,16 +133,11 @@ def create_in_ui(page: Page, name: str) -> None:
 
 
 def rename_in_ui(page: Page, stack: dict[str, Any], experiment_id: str, new_name: str) -> None:
-    page.goto(f"{stack['gateway_url']}/#/experiments/{experiment_id}")
-    menu = page.get_by_test_id("overflow-menu-trigger")
-    expect(menu).to_be_visible()
-    # A first visit shows a one-time guidance popover, a little after the page; it blocks clicks.
+    page.goto(ui_url(stack["gateway_url"], f"experiments/{experiment_id}", stack_workspace(stack)))
+    # A first visit shows a one-time guidance popover, whenever the page gets to it; it blocks clicks.
     guidance = page.get_by_role("button", name="Got it")
-    try:
-        guidance.click(timeout=GUIDANCE_WAIT_MS)
-    except PlaywrightTimeoutError:
-        pass
-    menu.click()
+    page.add_locator_handler(guidance, lambda: guidance.click())
+    page.get_by_test_id("overflow-menu-trigger").click()
     page.get_by_test_id("mlflow.experiment_page.managementMenu.edit-experiment").click()
     dialog = page.get_by_role("dialog", name="Edit experiment")
     dialog.locator('[id="mlflow.experiment.edit.name"]').fill(new_name)
@@ -161,14 +156,14 @@ def test_the_ui_in_chromium_still_creates_renames_and_deletes(stack: dict[str, A
             page.set_default_timeout(UI_TIMEOUT_MS)
             page.goto(stack["gateway_url"])
             sign_in_at_keycloak(page, stack, "alice")
-            open_experiments_page(page, stack["gateway_url"])
+            open_experiments_page(page, stack["gateway_url"], stack_workspace(stack))
             create_in_ui(page, name)
             created = experiment_by_name(stack, realm, name)
             assert created is not None
             rename_in_ui(page, stack, created["experiment_id"], f"{name}-renamed")
             expect(page.get_by_text(f"{name}-renamed").first).to_be_visible()
             assert experiment_by_name(stack, realm, f"{name}-renamed") is not None
-            open_experiments_page(page, stack["gateway_url"])
+            open_experiments_page(page, stack["gateway_url"], stack_workspace(stack))
             wait_for_experiment_listed(page, f"{name}-renamed")
             assert delete_experiment(page, f"{name}-renamed") is None
         finally:

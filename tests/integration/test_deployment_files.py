@@ -155,7 +155,15 @@ def test_template_guards_what_the_gate_relies_on() -> None:
 def test_realm_has_both_roles_and_no_users(realm: dict[str, Any]) -> None:
     assert realm["realm"] == "mlflow"
     assert {role["name"] for role in realm["roles"]["realm"]} == {"Admin", "Default"}
-    assert "users" not in realm, "demo users belong in keycloak-realm/dev/ only"
+    # The only user is the gate's service account, which may read events (revocation) and nothing else.
+    assert realm.get("users") == [
+        {
+            "username": "service-account-mlflow-gate",
+            "enabled": True,
+            "serviceAccountClientId": "mlflow-gate",
+            "clientRoles": {"realm-management": ["view-events"]},
+        }
+    ], "demo users belong in keycloak-realm/dev/ only"
 
 
 def test_resource_server_is_enforcing_affirmative_without_defaults(realm: dict[str, Any]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stack import components, procs
+from stack import components, install, procs
 from stack.layout import Layout
 
 from .mixed_load import API, MixedLoad, Progress, Record
@@ -36,6 +36,7 @@ pytestmark = pytest.mark.integration
 
 MINIMUM_REQUESTS = 10_000
 RECOVERY_SECONDS = 5.0
+KEYCLOAK_SHUTDOWN_SECONDS = 180.0
 REDIS_TIMEOUT = 1.0  # GATE_REDIS_TIMEOUT of the stack's gate (the default)
 
 
@@ -115,6 +116,17 @@ def decision_latencies(layout: Layout, start: float, end: float) -> list[float]:
     return latencies
 
 
+def start_fresh_keycloak_if_broken(layout: Layout, stack: dict[str, Any]) -> None:
+    """If the restarted Keycloak did not come back (say its dev database was damaged), start one
+    from scratch as `stack up` does, so the tests after this one still find a working stack."""
+    if procs.alive(layout, "keycloak") is not None and components.HEALTH["keycloak"]():
+        return
+    procs.stop(layout, "keycloak")
+    component = components.keycloak(layout, install.find_java_home(), stack["keycloak_admin"]["password"])
+    running = procs.start(layout, "keycloak", component.command, component.log, component.env, component.cwd)
+    procs.wait_healthy(running, component.probe, 600)
+
+
 def issues_tokens(load: MixedLoad) -> bool:
     try:
         load.tokens.fetch("carol")
@@ -140,6 +152,22 @@ def keycloak_command(layout: Layout) -> tuple[list[str], dict[str, str], Path]:
     return [part.decode() for part in command], environ, Path(os.readlink(f"/proc/{pid}/cwd"))
 
 
+@pytest.fixture
+def repaired_afterwards(stack: dict[str, Any], layout: Layout) -> Iterator[None]:
+    """Whatever happens in the test, Redis and Keycloak run again afterwards for the tests that follow."""
+    yield
+    for name in ("redis", "keycloak"):
+        pid = procs.alive(layout, name)
+        if pid is not None:
+            os.killpg(pid, signal.SIGCONT)
+    if procs.alive(layout, "redis") is None:
+        component = components.redis(layout)
+        running = procs.start(layout, "redis", component.command, component.log, component.env, component.cwd)
+        procs.wait_healthy(running, component.probe, 30)
+    start_fresh_keycloak_if_broken(layout, stack)
+
+
+@pytest.mark.usefixtures("repaired_afterwards")
 def test_redis_and_keycloak_faults_under_mixed_load(stack: dict[str, Any], layout: Layout) -> None:
     load = MixedLoad.prepare(stack)
     load.concurrency = 16  # 4 workers at MLflow's pace, 12 sending forbidden requests
@@ -202,7 +230,8 @@ def test_redis_and_keycloak_faults_under_mixed_load(stack: dict[str, Any], layou
         command, environ, cwd = keycloak_command(layout)
         log = layout.state / "keycloak" / "keycloak.log"
         began = time.monotonic()
-        procs.stop(layout, "keycloak")
+        # A generous grace: a Keycloak killed before it closes its dev (H2) database may not start again.
+        procs.stop(layout, "keycloak", grace=KEYCLOAK_SHUTDOWN_SECONDS)
         timings["keycloak down -> ready 503"] = wait_for(readiness_is(stack, 503, "unavailable"), 5, "unavailable")
         assert uncached_question(stack, unasked).status_code == 503
         cached = allowed_bearer(progress.since(began + 1.0))

@@ -79,7 +79,7 @@ def test_bob_sees_and_switches_to_team_a_and_default_only(page: Page, stack: dic
     page.screenshot(path=str(_shot("workspaces-bob-home")))
     page.get_by_role("link", name="team-a", exact=True).click()
     page.wait_for_url("**workspace=team-a**")
-    open_experiments_page(page, stack["gateway_url"])
+    open_experiments_page(page, stack["gateway_url"], "team-a")
     wait_for_experiment_listed(page, mine)
     page.screenshot(path=str(_shot("workspaces-bob-team-a")))
 

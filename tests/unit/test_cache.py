@@ -6,6 +6,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from authz_service.cache import DecisionCache, decision_key
+from authz_service.revocation import NotBefore
 from authz_service.routes import Permission
 from authz_service.tokens import Identity
 
@@ -120,17 +121,19 @@ def test_unreadable_redis_values_are_misses(raw: bytes) -> None:
     assert run(cache.get("k")) is None
 
 
-def test_decision_made_before_not_before_is_a_miss_in_memory_and_in_redis() -> None:
+def test_own_decisions_and_shared_ones_are_each_judged_by_their_own_limit() -> None:
     clock = Clock(10_000.0)
     redis = FakeRedis(clock)
     first = DecisionCache(max_ttl=60, size=100, redis=redis, clock=clock)
     second = DecisionCache(max_ttl=60, size=100, redis=redis, clock=clock)
     run(first.put("k", True, token_expires_at=clock.now + 300, decided_at=clock.now - 0.5))
     assert redis.data["k"][0] == f"1:{clock.now + 60}:{clock.now - 0.5}"
-    assert run(first.get("k", not_before=clock.now - 0.5)) is True
-    assert run(first.get("k", not_before=clock.now)) is None
-    assert run(second.get("k", not_before=clock.now)) is None
-    assert run(second.get("k", not_before=clock.now - 1)) is True
+    read_soon_after_the_change = NotBefore(own=clock.now - 0.5, shared=clock.now)
+    assert run(first.get("k", read_soon_after_the_change)) is True
+    assert run(second.get("k", read_soon_after_the_change)) is None
+    assert run(second.get("k", NotBefore(own=clock.now, shared=clock.now - 1))) is True, "judged as shared"
+    assert run(second.get("k", NotBefore(own=0.0, shared=clock.now))) is None, "remembered as shared"
+    assert run(first.get("k", NotBefore(own=clock.now, shared=clock.now))) is None
 
 
 def test_a_fresher_redis_entry_replaces_a_stale_memory_entry() -> None:
@@ -141,4 +144,4 @@ def test_a_fresher_redis_entry_replaces_a_stale_memory_entry() -> None:
     run(stale.put("k", True, token_expires_at=clock.now + 300, decided_at=clock.now))
     clock.now += 5
     run(fresh.put("k", False, token_expires_at=clock.now + 300, decided_at=clock.now))
-    assert run(stale.get("k", not_before=clock.now - 1)) is False
+    assert run(stale.get("k", NotBefore(clock.now - 1, clock.now - 1))) is False

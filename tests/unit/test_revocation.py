@@ -16,9 +16,11 @@ from authz_service.decisions import Authorizer
 from authz_service.health import Readiness
 from authz_service.metrics import Metrics
 from authz_service.revocation import (
+    ALWAYS,
     CLOCK_MARGIN_SECONDS,
     PAGE_SIZE,
     EventsUnavailable,
+    NotBefore,
     Revocation,
     RightsChange,
     admin_change,
@@ -93,7 +95,8 @@ def poll(subject: Revocation) -> None:
     ],
 )
 def test_changes_under_a_user_concern_that_user(path: str, resource_type: str, operation: str) -> None:
-    assert admin_change(admin_event(path, resource_type, operation, at=1_234.5)) == RightsChange(BOB_ID, 1_234.5)
+    margin = 0.0 if operation == "CREATE" else CLOCK_MARGIN_SECONDS
+    assert admin_change(admin_event(path, resource_type, operation, at=1_234.5)) == RightsChange(BOB_ID, 1_234.5 + margin)
 
 
 @pytest.mark.parametrize(
@@ -111,7 +114,8 @@ def test_changes_under_a_user_concern_that_user(path: str, resource_type: str, o
     ],
 )
 def test_changes_to_shared_definitions_concern_everyone(path: str, resource_type: str, operation: str) -> None:
-    assert admin_change(admin_event(path, resource_type, operation)) == RightsChange(None, 1_000.0)
+    margin = 0.0 if operation == "CREATE" else CLOCK_MARGIN_SECONDS
+    assert admin_change(admin_event(path, resource_type, operation)) == RightsChange(None, 1_000.0 + margin)
 
 
 @pytest.mark.parametrize(
@@ -128,7 +132,7 @@ def test_changes_that_grant_or_take_nothing_are_ignored(path: str, resource_type
 
 def test_only_user_events_that_end_access_count() -> None:
     logout = {"time": 5_000, "type": "LOGOUT", "userId": BOB_ID}
-    assert user_change(logout) == RightsChange(BOB_ID, 5.0)
+    assert user_change(logout) == RightsChange(BOB_ID, 5.0 + CLOCK_MARGIN_SECONDS)
     assert user_change({**logout, "type": "LOGIN"}) is None
     assert user_change({**logout, "userId": None}) is None
 
@@ -138,30 +142,33 @@ def test_a_users_change_voids_only_that_users_older_decisions() -> None:
     events = FakeEvents()
     subject = revocation(clock, events)
     poll(subject)
-    assert subject.not_before(BOB_ID) == 0.0
+    assert subject.not_before(BOB_ID) == ALWAYS
     events.admin.append(admin_event(f"users/{BOB_ID}/role-mappings/realm", "REALM_ROLE_MAPPING", "DELETE", at=10_000.4))
     clock.now += 2
     poll(subject)
-    assert subject.not_before(BOB_ID) == 10_000.4 + CLOCK_MARGIN_SECONDS
-    assert subject.not_before(ALICE_ID) == 0.0
+    void = 10_000.4 + CLOCK_MARGIN_SECONDS
+    assert subject.not_before(BOB_ID) == NotBefore(void, void)
+    assert subject.not_before(ALICE_ID) == ALWAYS
 
 
 def test_a_realm_wide_change_voids_everyones_older_decisions() -> None:
     clock = Clock(10_000.0)
     events = FakeEvents()
     subject = revocation(clock, events)
-    events.admin.append(admin_event("roles-by-id/77aa", "REALM_ROLE", at=9_999.0))
+    events.admin.append(admin_event("roles-by-id/77aa", "REALM_ROLE", at=9_998.0))
     poll(subject)
-    assert subject.not_before(ALICE_ID) == subject.not_before(BOB_ID) == 9_999.0 + CLOCK_MARGIN_SECONDS
+    void = 9_998.0 + CLOCK_MARGIN_SECONDS
+    assert subject.not_before(ALICE_ID) == subject.not_before(BOB_ID) == NotBefore(void, void)
 
 
-def test_a_sign_out_user_event_voids_the_users_decisions() -> None:
+def test_decisions_this_process_made_after_reading_a_change_are_kept_even_within_the_margin() -> None:
+    """Read 0.5 s after the sign-out: this process's later decisions hold; shared ones need the margin."""
     clock = Clock(10_000.0)
     events = FakeEvents()
     subject = revocation(clock, events)
     events.user.append({"time": 9_999_500, "type": "LOGOUT", "userId": BOB_ID})
     poll(subject)
-    assert subject.not_before(BOB_ID) == 9_999.5 + CLOCK_MARGIN_SECONDS
+    assert subject.not_before(BOB_ID) == NotBefore(own=10_000.0, shared=9_999.5 + CLOCK_MARGIN_SECONDS)
 
 
 def test_first_poll_reads_back_as_far_as_any_cached_decision_and_later_polls_only_the_recent_past() -> None:
@@ -172,8 +179,8 @@ def test_first_poll_reads_back_as_far_as_any_cached_decision_and_later_polls_onl
     events.admin.append(admin_event(f"users/{ALICE_ID}", "USER", at=9_930.0))
     poll(subject)
     assert events.reads[0] == ("admin", 9_935_000, 0)
-    assert subject.not_before(BOB_ID) == 9_940.0 + CLOCK_MARGIN_SECONDS
-    assert subject.not_before(ALICE_ID) == 0.0
+    assert subject.not_before(BOB_ID).own == 9_940.0 + CLOCK_MARGIN_SECONDS
+    assert subject.not_before(ALICE_ID) == ALWAYS
     clock.now += 2
     poll(subject)
     assert events.reads[-2] == ("admin", 9_935_000, 0)
@@ -201,7 +208,7 @@ def test_every_page_is_read() -> None:
     events.admin.append(admin_event(f"users/{BOB_ID}", "USER", at=9_980.0))
     poll(subject)
     assert [first for kind, _, first in events.reads if kind == "admin"] == [0, PAGE_SIZE]
-    assert subject.not_before(BOB_ID) == 9_980.0 + CLOCK_MARGIN_SECONDS
+    assert subject.not_before(BOB_ID).own == 9_980.0 + CLOCK_MARGIN_SECONDS
 
 
 def test_a_flood_of_events_voids_everything() -> None:
@@ -210,7 +217,7 @@ def test_a_flood_of_events_voids_everything() -> None:
     subject = revocation(clock, events)
     events.admin += [admin_event(f"users/user-{n}", "USER", at=9_990.0) for n in range(PAGE_SIZE * 30)]
     poll(subject)
-    assert subject.not_before(ALICE_ID) == 10_000.0 + CLOCK_MARGIN_SECONDS
+    assert subject.not_before(ALICE_ID) == NotBefore(10_000.0, 10_000.0 + CLOCK_MARGIN_SECONDS)
 
 
 def test_without_events_only_decisions_younger_than_the_budget_count() -> None:
@@ -218,22 +225,22 @@ def test_without_events_only_decisions_younger_than_the_budget_count() -> None:
     events = FakeEvents()
     metrics = Metrics()
     subject = revocation(clock, events, metrics)
-    assert subject.not_before(BOB_ID) == 10_000.0 - 10, "before the first poll nothing is known"
+    assert subject.not_before(BOB_ID) == NotBefore(9_990.0, 9_990.0), "before the first poll nothing is known"
     assert not subject.healthy
     poll(subject)
     assert subject.healthy and subject.last_success == 10_000.0
     events.down = True
     clock.now += 10
     poll(subject)
-    assert subject.healthy and subject.not_before(BOB_ID) == 0.0
+    assert subject.healthy and subject.not_before(BOB_ID) == ALWAYS
     clock.now += 0.5
     poll(subject)
     state = subject.state()
     assert not state.healthy and state.consecutive_failures == 2 and state.last_error == "connection refused"
-    assert subject.not_before(BOB_ID) == clock.now - 10
+    assert subject.not_before(BOB_ID) == NotBefore(clock.now - 10, clock.now - 10)
     events.down = False
     poll(subject)
-    assert subject.healthy and subject.not_before(BOB_ID) == 0.0
+    assert subject.healthy and subject.not_before(BOB_ID) == ALWAYS
     assert subject.state().consecutive_failures == 0
     assert counted(metrics, "gate_revocation_polls", result="failed") == 2
     assert counted(metrics, "gate_revocation_polls", result="ok") == 2
@@ -247,7 +254,7 @@ def test_old_change_times_are_forgotten_once_no_cache_can_hold_older_decisions()
     poll(subject)
     clock.now += 70
     poll(subject)
-    assert subject.not_before(BOB_ID) == 0.0
+    assert subject.not_before(BOB_ID) == ALWAYS
 
 
 def test_off_means_no_polling_and_nothing_voided() -> None:
@@ -257,7 +264,7 @@ def test_off_means_no_polling_and_nothing_voided() -> None:
     poll(subject)
     assert not subject.enabled and subject.healthy
     assert counted(metrics, "gate_revocation_polls", result="ok") == 0
-    assert subject.not_before(BOB_ID) == 0.0
+    assert subject.not_before(BOB_ID) == ALWAYS
 
 
 class GrantTable:
@@ -383,3 +390,50 @@ def test_readiness_degrades_while_the_events_cannot_be_read() -> None:
     assert body["dependencies"]["keycloak_events"]["state"] == "down"
     assert body["dependencies"]["keycloak_events"]["error"] == "connection refused"
     assert "GATE_REVOCATION_MAX_DELAY" in body["detail"]
+
+
+def test_after_reading_a_change_each_question_is_asked_once_not_on_every_request() -> None:
+    clock = Clock(10_000.0)
+    events = FakeEvents()
+    authorizer, keycloak, subject = authorizer_with(clock, events)
+    events.admin.append(admin_event("roles-by-id/77aa", "REALM_ROLE", at=clock.now - 0.2))
+    poll(subject)
+    for _ in range(20):
+        assert asyncio.run(authorizer.is_allowed(BOB, DELETE)) is True
+        clock.now += 0.01
+    assert keycloak.calls == 1
+
+
+def test_a_user_created_a_moment_ago_costs_one_decision() -> None:
+    """Creations add rights: no margin, so a decision right after them is not asked twice."""
+    clock = Clock(10_000.0)
+    events = FakeEvents()
+    authorizer, keycloak, subject = authorizer_with(clock, events)
+    poll(subject)
+    events.admin.append(admin_event(f"users/{BOB_ID}", "USER", "CREATE", at=clock.now - 0.3))
+    events.admin.append(admin_event(f"users/{BOB_ID}/role-mappings/realm", "REALM_ROLE_MAPPING", "CREATE", at=clock.now - 0.2))
+    assert asyncio.run(authorizer.is_allowed(BOB, DELETE)) is True
+    clock.now += 0.5
+    poll(subject)
+    assert asyncio.run(authorizer.is_allowed(BOB, DELETE)) is True
+    assert keycloak.calls == 1
+
+
+def test_a_slow_poll_shortens_the_pause_after_it() -> None:
+    clock = Clock(10_000.0)
+    pauses: list[float] = []
+
+    class SlowEvents(FakeEvents):
+        async def admin_events(self, since_ms: int, first: int, limit: int) -> list[dict[str, Any]]:
+            clock.now += 1.5
+            return await super().admin_events(since_ms, first, limit)
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            raise asyncio.CancelledError
+
+    subject = Revocation(SlowEvents(), poll_interval=2, max_delay=10, lookback=65, metrics=Metrics(), clock=clock, sleep=sleep)
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(subject.run())
+    assert pauses == [0.5, 0.5]

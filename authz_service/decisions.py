@@ -3,6 +3,10 @@
 Concurrent identical questions (a UI page firing a dozen requests at once) share one in-flight
 Keycloak call instead of each asking on a cold cache. A cached or in-flight answer is only used if
 it was asked after the user's last rights change (revocation.py).
+
+When Keycloak cannot be reached, no rights change can be made there either: a cached answer is then
+honoured until it expires, even one older than revocation's blind-poll budget, unless a change to
+that user was read after it was made.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from .cache import DecisionCache, decision_key, grants_key
 from .revocation import NotBefore, Revocation
 from .routes import Permission
 from .tokens import Identity
-from .uma import UmaClient
+from .uma import KeycloakUnavailable, UmaClient
 
 T = TypeVar("T")
 
@@ -57,7 +61,13 @@ class Authorizer:
             await self._cache.put(key, allowed, identity.expires_at, asked_at)
             return allowed
 
-        return await self._once(key, not_before, ask)
+        try:
+            return await self._once(key, not_before, ask)
+        except KeycloakUnavailable:
+            fallback = await self._cache.get(key, self._revocation.known_changes(identity.subject))
+            if fallback is None:
+                raise
+            return fallback
 
     async def grants(self, identity: Identity) -> frozenset[str]:
         """The user's whole permission set: with workspaces on, every decision reads from it."""
@@ -74,7 +84,13 @@ class Authorizer:
             await self._cache.put_grants(key, grants, identity.expires_at, asked_at)
             return grants
 
-        return await self._once(key, not_before, ask)
+        try:
+            return await self._once(key, not_before, ask)
+        except KeycloakUnavailable:
+            fallback = await self._cache.get_grants(key, self._revocation.known_changes(identity.subject))
+            if fallback is None:
+                raise
+            return fallback
 
     async def _once(self, key: str, not_before: NotBefore, ask: Callable[[], Awaitable[T]]) -> T:
         """One Keycloak call per key at a time; an in-flight call asked before `not_before` is not shared."""

@@ -261,17 +261,20 @@ class Revocation:
 
     def not_before(self, subject: str) -> NotBefore:
         """Cached decisions for `subject` made before these times must not be used."""
+        known = self.known_changes(subject)
+        now = self._clock()
+        if self._source is not None and (self._known_until is None or now - self._known_until > self._max_delay):
+            # Changes since the last successful poll are unknown: trust only decisions young enough
+            # that any change they missed is still within the budget.
+            return NotBefore(max(known.own, now - self._max_delay), max(known.shared, now - self._max_delay))
+        return known
+
+    def known_changes(self, subject: str) -> NotBefore:
+        """The changes to `subject` (or the realm) this process has read, however long ago it last could."""
         if self._source is None:
             return ALWAYS
         user = self._users.get(subject, ALWAYS)
-        own = max(user.own, self._realm.own)
-        shared = max(user.shared, self._realm.shared)
-        now = self._clock()
-        if self._known_until is None or now - self._known_until > self._max_delay:
-            # Changes since the last successful poll are unknown: trust only decisions young enough
-            # that any change they missed is still within the budget.
-            return NotBefore(max(own, now - self._max_delay), max(shared, now - self._max_delay))
-        return NotBefore(own, shared)
+        return NotBefore(max(user.own, self._realm.own), max(user.shared, self._realm.shared))
 
     def record(self, changes: Iterable[RightsChange], read_at: float) -> None:
         """Move the change times forward; `read_at` is when this process read the changes."""

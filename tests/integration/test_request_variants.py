@@ -64,10 +64,19 @@ class Made:
     dataset_id: str
     linked_dataset_id: str
     """Linked to the experiment; the link is what remove-experiments deletes."""
+    artifact_folder: str
+    """The run's artifact folder as the mlflow-artifacts routes name it (workspaces prefix it)."""
 
     @property
     def artifact_path(self) -> str:
-        return f"{self.experiment_id}/{self.run_id}/artifacts/{ARTIFACT}"
+        return f"{self.artifact_folder}/{ARTIFACT}"
+
+
+def served_artifact_folder(artifact_uri: str) -> str:
+    """`mlflow-artifacts:/<folder>` → `<folder>`: the path under /api/2.0/mlflow-artifacts/artifacts/."""
+    scheme = "mlflow-artifacts:"
+    assert artifact_uri.startswith(scheme), f"the stack serves artifacts itself, got {artifact_uri}"
+    return artifact_uri[len(scheme):].lstrip("/")
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,7 @@ def make_objects(stack: dict[str, Any], realm: RealmClient, folder: Path, label:
         assessment.assessment_id,
         datasets[0].dataset_id,
         datasets[1].dataset_id,
+        served_artifact_folder(run.info.artifact_uri),
     )
 
 
@@ -371,11 +381,12 @@ def test_artifact_uploads_downloads_and_listings_follow_roles_but_deletes_are_re
     with as_alice(stack, realm) as alice:
         client = alice.client
         experiment_id = client.create_experiment(f"artifacts-{secrets.token_hex(4)}")
-        run_id = client.create_run(experiment_id).info.run_id
+        run = client.create_run(experiment_id)
+        run_id = run.info.run_id
         (tmp_path / ARTIFACT).write_text("alice's notes\n")
         client.log_artifact(run_id, str(tmp_path / ARTIFACT))
     gateway = stack["gateway_url"]
-    folder = f"{experiment_id}/{run_id}/artifacts"
+    folder = served_artifact_folder(run.info.artifact_uri)
     tokens = {user: realm.token(user) for user in REFUSED_USERS}
     mismatches = []
 
@@ -400,7 +411,8 @@ def test_artifact_uploads_downloads_and_listings_follow_roles_but_deletes_are_re
         for url in reads:
             expect("bob", "GET", url, 200)
             expect("carol", "GET", url, 403)
-        for path in (f"{folder}/{ARTIFACT}", folder, f"{experiment_id}/{run_id}", experiment_id):
+        run_folder = folder.rsplit("/", 1)[0]
+        for path in (f"{folder}/{ARTIFACT}", folder, run_folder, run_folder.rsplit("/", 1)[0]):
             for user in REFUSED_USERS:
                 expect(user, "DELETE", f"{prefix}/2.0/mlflow-artifacts/artifacts/{path}", 403)
     get_artifact = f"/get-artifact?path={ARTIFACT}&run_uuid={run_id}"

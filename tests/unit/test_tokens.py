@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -61,22 +62,23 @@ def test_authorized_party_stands_in_for_audience(realm: Realm, validator: TokenV
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"exp": int(time.time()) - 60}, "expired"),
-        ({"nbf": int(time.time()) + 600}, "not yet valid"),
-        ({"iss": "http://evil.test/realms/mlflow"}, "another issuer"),
-        ({"iss": "http://keycloak.test/realms/master"}, "another issuer"),
-        ({"aud": "account", "azp": "some-other-app"}, "not issued for this gateway"),
-        ({"typ": "ID"}, "not an access token"),
-        ({"typ": "Refresh"}, "not an access token"),
-        ({"exp": None}, "exp"),
-        ({"sub": None}, "sub"),
+        # Times are computed when the test runs: collection may be many minutes earlier.
+        (lambda now: {"exp": now - 60}, "expired"),
+        (lambda now: {"nbf": now + 600}, "not yet valid"),
+        (lambda now: {"iss": "http://evil.test/realms/mlflow"}, "another issuer"),
+        (lambda now: {"iss": "http://keycloak.test/realms/master"}, "another issuer"),
+        (lambda now: {"aud": "account", "azp": "some-other-app"}, "not issued for this gateway"),
+        (lambda now: {"typ": "ID"}, "not an access token"),
+        (lambda now: {"typ": "Refresh"}, "not an access token"),
+        (lambda now: {"exp": None}, "exp"),
+        (lambda now: {"sub": None}, "sub"),
     ],
 )
 def test_claims_that_do_not_fit_are_refused(
-    realm: Realm, validator: TokenValidator, overrides: dict, message: str
+    realm: Realm, validator: TokenValidator, overrides: Callable[[int], dict], message: str
 ) -> None:
     with pytest.raises(TokenError, match=message):
-        validate(validator, realm.token(**overrides))
+        validate(validator, realm.token(**overrides(int(time.time()))))
 
 
 def test_tampered_payload_fails_signature(realm: Realm, validator: TokenValidator) -> None:

@@ -38,9 +38,14 @@ def _healthy() -> bool:
     return _runner("status", capture=True).returncode == 0
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests on the replica topology (test_replicas.py) replace the single-process stack, so
-    they run after every test that uses it."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests on the replica topology (test_replicas.py) run only when a `-m` expression names
+    them (`-m replicas`): they replace the single-process stack, so they also run after every
+    test that uses it."""
+    if "replicas" not in (config.option.markexpr or ""):
+        kept = [item for item in items if item.get_closest_marker("replicas") is None]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
     items.sort(key=lambda item: item.get_closest_marker("replicas") is not None)
 
 

@@ -11,6 +11,7 @@ import base64
 import os
 import socket
 import subprocess
+import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +186,9 @@ server {{
             "--allowed-hosts", f"{HOST}:{port}",
             "--workers", "2",
         ]
-        started = self._start(name, port, command, _status_probe(port, "/health"), {"MLFLOW_AUTH_CONFIG_PATH": str(config)})
+        # Two workers must share one CSRF signing key; a random one per run (benchmark peer only).
+        env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}
+        started = self._start(name, port, command, _status_probe(port, "/health"), env)
         created = httpx.post(
             f"{started.url}/api/2.0/mlflow/users/create",
             json={"username": BASIC_USER[0], "password": BASIC_USER[1]},

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 import os
+import secrets
 import socket
 import subprocess
-import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path

@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from .mlflow_ui import UI_TIMEOUT_MS, launch_chromium, open_experiments_page, wait_for_experiment_listed
+from .mlflow_ui import open_experiments_page, wait_for_experiment_listed
 from .realm_client import RealmClient
+from .test_browser import browser, page  # noqa: F401 (Chromium and a fresh page per test)
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -28,22 +28,6 @@ WORKSPACES = ("default", "team-a", "team-b")
 def workspaces_on(stack: dict[str, Any]) -> None:
     if not stack.get("workspaces"):
         pytest.skip("the stack runs without workspaces (MLFLOW_GATE_WORKSPACES=off)")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    yield context.new_page()
-    context.close()
 
 
 def experiment_in(stack: dict[str, Any], username: str, workspace: str) -> str:

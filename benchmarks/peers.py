@@ -138,11 +138,12 @@ server {{
         ]
         return self._start("bench-noop", port, command, _status_probe(port, "/_gate/check"))
 
-    def gate(self, name: str, workers: int) -> Started:
-        """A gate configured like the stack's (same Keycloak, Redis, settings) on its own port."""
+    def gate(self, name: str, workers: int, settings: dict[str, str] | None = None) -> Started:
+        """A gate configured like the stack's (same Keycloak, Redis, settings unless `settings`
+        overrides some) on its own port."""
         port = free_port()
         stack_gate = components.gate(self.layout)
-        env = {**stack_gate.env, "GATE_PORT": str(port), "GATE_WORKERS": str(workers)}
+        env = {**stack_gate.env, **(settings or {}), "GATE_PORT": str(port), "GATE_WORKERS": str(workers)}
         return self._start(name, port, list(stack_gate.command), procs.HttpProbe(f"http://{HOST}:{port}/_gate/health"), env)
 
     def oauth2_proxy(self, keycloak_url: str, realm: str) -> Started:

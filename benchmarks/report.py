@@ -93,6 +93,13 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
             _verdict(value >= goal, f"{value:.2f}x (pairs: {spread})"),
             "MLflow itself is the bottleneck end to end; single runs swing by tens of percent",
         ))
+    if results.workspace_pairs is not None:
+        value = median(results.workspace_pairs.ratios)
+        out.append((
+            f"gate warm with workspaces on within 5 % of off (median of {len(results.workspace_pairs.runs)} alternating pairs)",
+            _verdict(value >= 0.95, f"{value:.2f}x (pairs: {', '.join(f'{r:.2f}' for r in results.workspace_pairs.ratios)})"),
+            "the workspace header is one more part of the memoised decision key",
+        ))
     calls = results.identical_miss_calls
     out.append((
         "one Keycloak decision call per distinct question under 100 identical concurrent misses",
@@ -189,6 +196,22 @@ def write(path: Path, layout: Layout, results: Results, plan: Plan, quick: bool,
         f"2 workers / 1 worker {two / gate:.2f}x.",
         "",
     ]
+    if results.workspace_pairs is not None:
+        lines += [
+            "Workspaces: two one-worker gates that differ only in `GATE_WORKSPACES`, each behind its own NGINX,",
+            "in alternating pairs (the order flips every pair); the request names no workspace, so the gate",
+            "with workspaces on decides for `default`.",
+            "",
+            "| workspaces off: req/s (p50 / p99) | workspaces on: req/s (p50 / p99) | on / off |",
+            "|--:|--:|--:|",
+            *[
+                f"| {off.rps:,.0f} ({_ms(off.p50_ms)} / {_ms(off.p99_ms)}) | {on.rps:,.0f} ({_ms(on.p50_ms)} / {_ms(on.p99_ms)}) "
+                f"| {ratio:.2f}x |"
+                for (off, on), ratio in zip(results.workspace_pairs.runs, results.workspace_pairs.ratios)
+            ],
+            f"| | **median** | **{median(results.workspace_pairs.ratios):.2f}x** |",
+            "",
+        ]
     if results.cold is not None:
         c = results.cold
         lines += [

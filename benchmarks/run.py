@@ -43,6 +43,7 @@ class Pairs:
 class Results:
     rows: list[Row] = field(default_factory=list)
     pairs: list[Pairs] = field(default_factory=list)
+    workspace_pairs: Pairs | None = None
     cold: cold.ColdRun | None = None
     identical_miss_calls: list[float] = field(default_factory=list)
 
@@ -82,6 +83,25 @@ def row(group: str, path: str, run: Run, usage: Usage | None) -> Row:
     return Row(group, path, run, usage.cpu / run.requests * 1e6, usage.max_rss_mib)
 
 
+def workspaces_on_and_off(started: peers.Peers, bearer: dict[str, str], plan: Plan, say: Callable[[str], None]) -> Pairs:
+    """Two one-worker gates that differ only in GATE_WORKSPACES, each behind its own NGINX,
+    measured in alternating pairs; each ratio is workspaces on / off."""
+    say(f"measuring: {plan.pairs} alternating pairs, gate with workspaces off and on")
+    gates = {
+        on: started.gate(f"bench-gate-workspaces-{'on' if on else 'off'}", 1, {"GATE_WORKSPACES": "on" if on else "off"})
+        for on in (False, True)
+    }
+    gateways = {on: started.nginx(f"bench-nginx-workspaces-{on}", f"127.0.0.1:{gate.port}", None) for on, gate in gates.items()}
+    runs = []
+    for number in range(plan.pairs):
+        order = (False, True) if number % 2 == 0 else (True, False)
+        measured = {on: measure(gateways[on].url + URI, bearer, plan.static, None)[0] for on in order}
+        runs.append((measured[False], measured[True]))
+    for process in (*gateways.values(), *gates.values()):
+        started.stop(process)
+    return Pairs("gate, workspaces off", runs)
+
+
 def run(layout: Layout, stack: dict[str, Any], plan: Plan, say: Callable[[str], None]) -> Results:
     results = Results()
     bearer = {"Authorization": f"Bearer {users.realm_token(stack, 'bob', stack['users']['bob']['password'])}"}
@@ -118,6 +138,7 @@ def run(layout: Layout, stack: dict[str, Any], plan: Plan, say: Callable[[str], 
             gate_pid,
             cache_seconds=MICRO_CACHE_SECONDS,
         )
+        results.workspace_pairs = workspaces_on_and_off(started, bearer, plan, say)
         proxy = started.oauth2_proxy(stack["keycloak_url"], stack["realm"])
         static_row("NGINX + oauth2-proxy (JWT bearer)", f"127.0.0.1:{proxy.port}", bearer, proxy.pid, oauth2_proxy=True)
         started.stop(proxy)

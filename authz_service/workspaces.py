@@ -37,6 +37,9 @@ _ONE_WORKSPACE: Final = re.compile(r"/(?:api|ajax-api)/3\.0/mlflow/workspaces/([
 _LISTING: Final = re.compile(r"/(?:api|ajax-api)/3\.0/mlflow/workspaces")
 LISTING_PERMISSION: Final = Permission(RESOURCE_PREFIX + "*", "read")
 """Listing workspaces: granted to whoever may read at least one (the answer shows only those)."""
+UI_SHELL: Final = frozenset({Permission("ui", "read"), Permission("ui", "create")})
+"""The UI's pages, server-info and usage records: also granted to whoever may read a workspace,
+so a member granted only through a workspace group (no realm role) can open the UI."""
 
 
 class InvalidWorkspace(ValueError):
@@ -108,9 +111,7 @@ def is_granted(grants: frozenset[str], permission: Permission) -> bool:
         return True
     if permission.resource.startswith(RESOURCE_PREFIX) and str(ADMINISTRATION) in grants:
         return True
-    return permission == LISTING_PERMISSION and readable_header(grants) != ""
-
-
+    return (permission == LISTING_PERMISSION or permission in UI_SHELL) and readable_header(grants) != ""
 
 
 def is_listing(method: str, uri: str) -> bool:

@@ -371,6 +371,8 @@ def test_admin_cli_creates_grants_and_deletes_a_workspace(stack: dict[str, Any],
     assert call(stack, token, "GET", search, name).status_code == 200
     assert call(stack, token, "POST", "/api/2.0/mlflow/experiments/delete", name, json={"experiment_id": "0"}).status_code != 403
     assert call(stack, token, "GET", search).status_code == 403
+    for shell in ("/", "/ajax-api/3.0/mlflow/server-info"):
+        assert call(stack, token, "GET", shell).status_code == 200, shell  # the UI opens for workspace-only members
     assert {w["name"] for w in call(stack, token, "GET", "/api/3.0/mlflow/workspaces").json()["workspaces"]} == {name}
     bob = realm.token("bob")
     assert call(stack, bob, "GET", search, name).status_code == 200

@@ -102,12 +102,23 @@ def test_unset_up_workspaces_are_administrators_only() -> None:
     assert not workspaces.is_granted(reader, Permission("workspace:team-a", "update"))
     assert not workspaces.is_granted(reader, Permission("workspace:rogue", "read"))
     assert workspaces.is_granted(administrator, Permission("workspace:rogue", "delete"))
-    assert not workspaces.is_granted(administrator, Permission("ui", "read"))
+    assert not workspaces.is_granted(administrator, Permission("ui", "delete"))
     assert workspaces.readable_header(reader | {"workspace:team-b#update"}) == "team-a"
     assert workspaces.readable_header(administrator) == "*"
     assert workspaces.is_granted(reader, workspaces.LISTING_PERMISSION)
     assert workspaces.is_granted(administrator, workspaces.LISTING_PERMISSION)
     assert not workspaces.is_granted(frozenset({"ui#read", "workspace:x#update"}), workspaces.LISTING_PERMISSION)
+
+
+def test_a_workspace_reader_without_realm_roles_may_open_the_ui_and_nothing_else_outside() -> None:
+    member = frozenset({"workspace:team-a#read"})
+    assert workspaces.is_granted(member, Permission("ui", "read"))
+    assert workspaces.is_granted(member, Permission("ui", "create"))
+    assert not workspaces.is_granted(member, Permission("ui", "update"))
+    assert not workspaces.is_granted(member, workspaces.ADMINISTRATION)
+    assert not workspaces.is_granted(member, Permission("workspace:default", "read"))
+    assert not workspaces.is_granted(frozenset(), Permission("ui", "read"))
+    assert not workspaces.is_granted(frozenset({"workspace:team-a#update"}), Permission("ui", "read"))
 
 
 def test_setting_is_on_or_off() -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -360,7 +361,7 @@ def test_admin_cli_creates_grants_and_deletes_a_workspace(stack: dict[str, Any],
     assert created.returncode == 0, created.stderr
     again = admin_cli(stack, "workspace", "create", name)
     assert again.returncode == 0, again.stderr  # idempotent
-    for args in (("--user", username, "--level", "reader"), ("--user", username, "--level", "manager"), ("--group", f"/workspaces/team-a/editors", "--level", "reader")):
+    for args in (("--user", username, "--level", "reader"), ("--user", username, "--level", "manager"), ("--group", "/workspaces/team-a/editors", "--level", "reader")):
         granted = admin_cli(stack, "workspace", "grant", name, *args)
         assert granted.returncode == 0, granted.stderr
     listed = {row["workspace"]: row for row in json.loads(admin_cli(stack, "workspace", "list", "--json").stdout)}
@@ -382,6 +383,37 @@ def test_admin_cli_creates_grants_and_deletes_a_workspace(stack: dict[str, Any],
     assert name not in {w["name"] for w in call(stack, tokens["alice"], "GET", "/api/3.0/mlflow/workspaces").json()["workspaces"]}
     refused = admin_cli(stack, "workspace", "grant", "Bad_Name", "--user", "bob", "--level", "reader")
     assert refused.returncode == 1 and "not an MLflow workspace name" in refused.stderr
+
+
+def test_the_compose_one_shot_sets_up_the_demo_workspaces(stack: dict[str, Any]) -> None:
+    """Docker cannot run here: compose's demo-workspaces script runs as written, with its
+    variables pointed at this stack, after erin's grant is taken away."""
+    service = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]["demo-workspaces"]
+    script = service["command"][0].replace("$$", "$")
+    env = {
+        "MLFLOW_GATE_WORKSPACES": "true",
+        "MLFLOW_GATE_ADMIN_KEYCLOAK_URL": stack["keycloak_url"],
+        "MLFLOW_GATE_ADMIN_USER": stack["keycloak_admin"]["username"],
+        "MLFLOW_GATE_ADMIN_PASSWORD": stack["keycloak_admin"]["password"],
+        "MLFLOW_GATE_ADMIN_MLFLOW_URL": stack["mlflow_url"],
+    }
+    assert set(service["environment"]) == set(env)
+    revoked = admin_cli(stack, "workspace", "revoke", "team-a", "--user", "erin")
+    assert revoked.returncode == 0, revoked.stderr
+    scripts = str(Path(sys.executable).parent)
+    ran = subprocess.run(
+        ["sh", "-c", script], env={**os.environ, **env, "PATH": f"{scripts}:{os.environ['PATH']}"},
+        capture_output=True, text=True, check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    listed = {row["workspace"]: row for row in json.loads(admin_cli(stack, "workspace", "list", "--json").stdout)}
+    assert listed["team-a"]["readers"] == ["erin"] and listed["team-a"]["editors"] == ["bob"]
+    assert listed["team-b"]["managers"] == ["dave"]
+    off = subprocess.run(
+        ["sh", "-c", script], env={"MLFLOW_GATE_WORKSPACES": "false", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=False,
+    )
+    assert off.returncode == 0, off.stderr  # exits before the CLI, which is not on this PATH
 
 
 def seconds_until(check: Any, limit: float = 20.0) -> float:

@@ -153,8 +153,6 @@ class PermissionSetKeycloak:
         granted = [{"rsid": name, "rsname": name, "scopes": scopes} for name, scopes in GRANTS[user]]
         return httpx.Response(200, json=granted)
 
-        self.tokens = {name: realm.token(sub=f"user-{name}", preferred_username=name) for name in GRANTS}
-
 
 @pytest.fixture
 def keycloak() -> PermissionSetKeycloak:

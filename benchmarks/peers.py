@@ -186,6 +186,7 @@ server {{
             "--backend-store-uri", f"sqlite:///{state / 'mlflow.db'}",
             "--allowed-hosts", f"{HOST}:{port}",
             "--workers", "2",
+            "--uvicorn-opts", components.MLFLOW_UVICORN_OPTS,
         ]
         # Two workers must share one CSRF signing key; a random one per run (benchmark peer only).
         env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32)}

@@ -36,7 +36,7 @@ class Pairs:
 
     @property
     def ratios(self) -> list[float]:
-        return [gate.rps / reference.rps for reference, gate in self.runs]
+        return [gate.rps / reference.rps if reference.rps else float("inf") for reference, gate in self.runs]
 
 
 @dataclass

@@ -75,6 +75,11 @@ HEALTH: dict[str, Probe] = {
 }
 
 
+MLFLOW_UVICORN_OPTS = "--timeout-worker-healthcheck 60"
+"""uvicorn's supervisor kills a worker that does not answer its ping within 5 s; on a loaded
+2-core machine MLflow's workers miss that while starting or busy, and are killed in a loop."""
+
+
 @dataclass(frozen=True)
 class Component:
     """One prepared process: its command line, extra environment and start-up budget."""
@@ -209,6 +214,8 @@ def mlflow(
             # Two workers serve a test stack well and halve MLflow's memory on small boxes.
             "--workers",
             str(workers),
+            "--uvicorn-opts",
+            MLFLOW_UVICORN_OPTS,
             *(["--enable-workspaces"] if WORKSPACES else []),
         ],
         probe=mlflow_probe(instance),

@@ -143,7 +143,16 @@ server {{
         overrides some) on its own port."""
         port = free_port()
         stack_gate = components.gate(self.layout)
-        env = {**stack_gate.env, **(settings or {}), "GATE_PORT": str(port), "GATE_WORKERS": str(workers)}
+        (self.state / name).mkdir(parents=True, exist_ok=True)
+        env = {
+            **stack_gate.env,
+            **(settings or {}),
+            "GATE_PORT": str(port),
+            "GATE_WORKERS": str(workers),
+            # Its own metric files and audit log: a gate empties its metrics directory when it starts.
+            "PROMETHEUS_MULTIPROC_DIR": str(self.state / name / "metrics"),
+            "GATE_AUDIT_LOG": str(self.state / name / "audit.log"),
+        }
         return self._start(name, port, list(stack_gate.command), procs.HttpProbe(f"http://{HOST}:{port}/_gate/health"), env)
 
     def oauth2_proxy(self, keycloak_url: str, realm: str) -> Started:

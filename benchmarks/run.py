@@ -83,7 +83,10 @@ def row(group: str, path: str, run: Run, usage: Usage | None) -> Row:
     return Row(group, path, run, usage.cpu / run.requests * 1e6, usage.max_rss_mib)
 
 
-def workspaces_on_and_off(started: peers.Peers, bearer: dict[str, str], plan: Plan, say: Callable[[str], None]) -> Pairs:
+Headers = Callable[[], dict[str, str]]
+
+
+def workspaces_on_and_off(started: peers.Peers, bearer: Headers, plan: Plan, say: Callable[[str], None]) -> Pairs:
     """Two one-worker gates that differ only in GATE_WORKSPACES, each behind its own NGINX,
     measured in alternating pairs; each ratio is workspaces on / off."""
     say(f"measuring: {plan.pairs} alternating pairs, gate with workspaces off and on")
@@ -95,7 +98,7 @@ def workspaces_on_and_off(started: peers.Peers, bearer: dict[str, str], plan: Pl
     runs = []
     for number in range(plan.pairs):
         order = (False, True) if number % 2 == 0 else (True, False)
-        measured = {on: measure(gateways[on].url + URI, bearer, plan.static, None)[0] for on in order}
+        measured = {on: measure(gateways[on].url + URI, bearer(), plan.static, None)[0] for on in order}
         runs.append((measured[False], measured[True]))
     for process in (*gateways.values(), *gates.values()):
         started.stop(process)
@@ -104,7 +107,11 @@ def workspaces_on_and_off(started: peers.Peers, bearer: dict[str, str], plan: Pl
 
 def run(layout: Layout, stack: dict[str, Any], plan: Plan, say: Callable[[str], None]) -> Results:
     results = Results()
-    bearer = {"Authorization": f"Bearer {users.realm_token(stack, 'bob', stack['users']['bob']['password'])}"}
+
+    def bearer() -> dict[str, str]:
+        """A new token for every measurement: one issued at the start expires long before the end."""
+        return {"Authorization": f"Bearer {users.realm_token(stack, 'bob', stack['users']['bob']['password'])}"}
+
     gate_address = stack["gate_url"].removeprefix("http://")
     mlflow_address = stack["mlflow_url"].removeprefix("http://")
     gate_pid = procs.alive(layout, "gate")
@@ -113,17 +120,17 @@ def run(layout: Layout, stack: dict[str, Any], plan: Plan, say: Callable[[str], 
     static = "gate alone, static upstream"
     with peers.Peers(layout) as started:
 
-        def static_row(path: str, gate: str | None, headers: dict[str, str], leader: int | None, **options: Any) -> None:
+        def static_row(path: str, gate: str | None, headers: Headers, leader: int | None, **options: Any) -> None:
             say(f"measuring: {path}")
             gateway = started.nginx(f"bench-nginx-{len(results.rows)}", gate, None, **options)
-            answered = httpx.get(gateway.url + URI, headers=headers, timeout=60)
+            answered = httpx.get(gateway.url + URI, headers=headers(), timeout=60)
             if answered.status_code != 200:
                 raise RuntimeError(f"{path}: a single request answered {answered.status_code}, not 200")
-            measured_run, usage = measure(gateway.url + URI, headers, plan.static, leader)
+            measured_run, usage = measure(gateway.url + URI, headers(), plan.static, leader)
             results.rows.append(row(static, path, measured_run, usage))
             started.stop(gateway)
 
-        static_row("NGINX, no auth_request (the limit)", None, {}, None)
+        static_row("NGINX, no auth_request (the limit)", None, dict, None)
         noop = started.noop_fastapi()
         static_row("NGINX + do-nothing FastAPI endpoint", f"127.0.0.1:{noop.port}", bearer, noop.pid)
         started.stop(noop)
@@ -161,9 +168,9 @@ def run(layout: Layout, stack: dict[str, Any], plan: Plan, say: Callable[[str], 
             for number in range(plan.pairs):
                 if number % 2 == 0:
                     first = reference_run()
-                    second = measure(gated.url + URI, bearer, plan.end_to_end, None)[0]
+                    second = measure(gated.url + URI, bearer(), plan.end_to_end, None)[0]
                 else:
-                    second = measure(gated.url + URI, bearer, plan.end_to_end, None)[0]
+                    second = measure(gated.url + URI, bearer(), plan.end_to_end, None)[0]
                     first = reference_run()
                 runs.append((first, second))
             results.pairs.append(Pairs(reference, runs))
@@ -171,9 +178,16 @@ def run(layout: Layout, stack: dict[str, Any], plan: Plan, say: Callable[[str], 
         alternate("NGINX -> MLflow, no auth", lambda: measure(open_gateway.url + URI, {}, plan.end_to_end, None)[0])
         for ttl in (0, 60):
             basic = started.mlflow_basic_auth(ttl)
-            # At its defaults every request hashes the password: long waits, counted only with a long timeout.
-            basic_load = replace(plan.end_to_end, timeout=60.0) if ttl == 0 else plan.end_to_end
             header = {"Authorization": peers.basic_header(peers.BASIC_USER)}
+            if ttl == 0:
+                # Every request hashes the password (seconds each here): 32 connections would see no
+                # answer within a 10 s run, so fewer connections, a longer run and a long timeout.
+                basic_load = replace(plan.end_to_end, connections=4, seconds=3 * plan.end_to_end.seconds, timeout=60.0)
+            else:
+                # Each worker caches the answer after one hash; fill both caches without a storm of
+                # 32 concurrent hashes at the start (the storm returns whenever the cache expires).
+                basic_load = plan.end_to_end
+                load.warm_up(basic.url + URI, header, replace(plan.end_to_end, connections=4, warmup=20, timeout=60.0))
             name = "MLflow basic-auth, defaults" if ttl == 0 else f"MLflow basic-auth, auth_cache_ttl_seconds={ttl}"
             alternate(name, lambda: measure(basic.url + URI, header, basic_load, None)[0])
             started.stop(basic)

@@ -36,6 +36,7 @@ SESSION_COOKIE = "mlflow_gate_session"
 SEARCH_URI = "/ajax-api/2.0/mlflow/experiments/search?max_results=1"
 MIN_REQUESTS = 10_000
 DOWN_SECONDS = 2.0
+REVOCATION_BUDGET_SECONDS = 10.0
 
 
 def _runner(*args: str) -> subprocess.CompletedProcess[str]:
@@ -175,6 +176,34 @@ def test_one_keycloak_decision_per_question_across_all_gates(topology: dict[str,
     calls = summed(topology, "gate_keycloak_request_seconds_count", endpoint="uma") - before
     print(f"Keycloak decision calls for {len(questions)} questions asked at {len(topology['gate_urls'])} gates: {calls:.0f}")
     assert calls == len(questions)
+
+
+def test_a_role_removed_in_keycloak_is_refused_at_every_gate_within_ten_seconds(
+    topology: dict[str, Any], realm: RealmClient
+) -> None:
+    """Each gate polls Keycloak's events itself; timed from the start of the admin API request."""
+    username, password = realm.create_user("replica-revoked", ["Admin"])
+    token = realm.token(username, password)
+    delete = "/api/2.0/mlflow/experiments/delete"
+    gates = topology["gate_urls"]
+    headers = realm.admin_headers()
+    uid = httpx.get(f"{realm.admin_base}/users", params={"username": username, "exact": "true"}, headers=headers, timeout=30).json()[0]["id"]
+    admin_role = httpx.get(f"{realm.admin_base}/roles/Admin", headers=headers, timeout=30).json()
+    refused_after: dict[str, float] = {}
+    with httpx.Client(timeout=30) as client:
+        for gate_url in gates:
+            assert ask_gate(client, gate_url, delete, "POST", token).status_code == 200, gate_url
+        removed = time.monotonic()
+        mappings = f"{realm.admin_base}/users/{uid}/role-mappings/realm"
+        httpx.request("DELETE", mappings, headers=headers, json=[admin_role], timeout=30).raise_for_status()
+        while len(refused_after) < len(gates) and time.monotonic() - removed < REVOCATION_BUDGET_SECONDS + 10:
+            for gate_url in gates:
+                if gate_url not in refused_after and ask_gate(client, gate_url, delete, "POST", token).status_code == 403:
+                    refused_after[gate_url] = time.monotonic() - removed
+            time.sleep(0.1)
+    print("\nAdmin removed in Keycloak, refused after: " + ", ".join(f"{url} {s:.2f} s" for url, s in refused_after.items()))
+    assert len(refused_after) == len(gates), refused_after
+    assert max(refused_after.values()) < REVOCATION_BUDGET_SECONDS
 
 
 class Chaos:

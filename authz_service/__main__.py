@@ -3,7 +3,7 @@
 With GATE_WORKERS > 1, uvicorn runs that many worker processes on the same port, each building the
 app from the environment; their metrics are shared through prometheus-client's multiprocess mode,
 whose directory (PROMETHEUS_MULTIPROC_DIR, a fresh temporary one when unset) is emptied here first,
-so counters of a previous run never leak into this one.
+so counters of a previous run never leak into this one. One worker ignores PROMETHEUS_MULTIPROC_DIR.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
@@ -25,8 +26,13 @@ def main() -> int:
         print(error, file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    if settings.workers > 1 or settings.metrics_dir is not None:
+    if settings.workers > 1:
         prepare_multiprocess_dir(settings.metrics_dir)
+    else:
+        # One process keeps its metrics in memory: multiprocess mode's file-backed values took a
+        # tenth of a warm check's CPU.
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        settings = replace(settings, metrics_dir=None)
     # Imported only now: prometheus-client picks single- or multiprocess mode when first imported.
     from .app import create_app, create_app_from_env
     from .routes import RouteMap, RouteMapError

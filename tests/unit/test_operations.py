@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from authz_service.__main__ import prepare_multiprocess_dir
 from authz_service.app import create_app
-from authz_service.audit import AuditLog
+from authz_service.audit import AuditLog, timestamp
 from authz_service.audit import Request as AuditRequest
 from authz_service.checks import Verdict
 from authz_service.health import Readiness
@@ -309,6 +310,12 @@ def test_grafana_dashboard_only_uses_metrics_the_gate_exports() -> None:
         for sample_name in (family.name, f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count")
     }
     assert used and used <= exported, used - exported
+
+
+@pytest.mark.parametrize("now", [0.0, 1700000000.0, 1700000000.9996, 1798675199.5, time.time()])
+def test_audit_time_is_iso_utc_to_the_millisecond(now: float) -> None:
+    expected = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert timestamp(now) == expected
 
 
 def test_audit_file_is_opened_again_after_logrotate_moved_it(tmp_path: Path) -> None:

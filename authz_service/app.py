@@ -125,7 +125,7 @@ class Components:
         readiness = Readiness(http, settings.jwks_url, settings.token_url, redis, revocation)
         credentials = CredentialSources(
             sessions,
-            _basic_login(settings, http, redis),
+            _basic_login(settings, http, redis, metrics),
             public_origin(settings.public_url) if settings.public_url else None,
         )
         mlflow = httpx.AsyncClient(timeout=settings.keycloak_timeout, transport=raw_transport)
@@ -230,7 +230,7 @@ def create_app(
     return app
 
 
-def _basic_login(settings: Settings, http: httpx.AsyncClient, redis: Redis | None) -> BasicLogin | None:
+def _basic_login(settings: Settings, http: httpx.AsyncClient, redis: Redis | None, metrics: Metrics) -> BasicLogin | None:
     if not settings.basic_enabled or settings.basic_secret is None:
         return None
     digests = KeyedDigests(settings.basic_secret)
@@ -242,6 +242,7 @@ def _basic_login(settings: Settings, http: httpx.AsyncClient, redis: Redis | Non
         digests,
         redis,
         settings.cache_size,
+        counted=lambda result: metrics.basic_exchanges.labels(result).inc(),
     )
     throttle = FailureThrottle(digests, redis, settings.basic_max_failures, settings.basic_failure_window)
     return BasicLogin(exchange, throttle)

@@ -103,7 +103,9 @@ class BasicExchange:
         redis: Redis | None,
         cache_size: int,
         clock: Callable[[], float] = time.time,
+        counted: Callable[[str], None] = lambda _result: None,
     ) -> None:
+        """`counted` is told each exchange's result: ok, rejected or unavailable (the metric)."""
         self._http = http
         self._token_url = token_url
         self._password_client_id = password_client_id
@@ -115,7 +117,7 @@ class BasicExchange:
             maxsize=cache_size, ttu=lambda _key, item, _now: item[1], timer=clock
         )
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self.exchange_count = 0
+        self._counted = counted
 
     async def cached_token(self, credentials: BasicCredentials) -> str | None:
         """The token a previous exchange of exactly these credentials produced, if still fresh."""
@@ -153,6 +155,18 @@ class BasicExchange:
         )
 
     async def _exchange(self, credentials: BasicCredentials) -> tuple[str, float]:
+        try:
+            answer = await self._ask_keycloak(credentials)
+        except BasicRejected:
+            self._counted("rejected")
+            raise
+        except KeycloakUnavailable:
+            self._counted("unavailable")
+            raise
+        self._counted("ok")
+        return answer
+
+    async def _ask_keycloak(self, credentials: BasicCredentials) -> tuple[str, float]:
         if self.is_robot(credentials.username):
             form = {
                 "grant_type": "client_credentials",
@@ -166,7 +180,6 @@ class BasicExchange:
                 "username": credentials.username,
                 "password": credentials.password,
             }
-        self.exchange_count += 1
         try:
             response = await self._http.post(self._token_url, data=form)
         except httpx.HTTPError as error:

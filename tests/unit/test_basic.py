@@ -188,3 +188,22 @@ def test_keycloak_errors_are_unavailable_not_rejections() -> None:
     endpoint.up = False
     with pytest.raises(KeycloakUnavailable):
         asyncio.run(exchange(endpoint, Clock()).access_token(BasicCredentials("bob", "right password")))
+
+
+def test_every_exchange_is_counted_by_its_result() -> None:
+    endpoint = TokenEndpoint()
+    results: list[str] = []
+    http = httpx.AsyncClient(transport=httpx.MockTransport(endpoint.handle))
+    basic = BasicExchange(http, TOKEN_URL, "mlflow-cli", "robot-", KeyedDigests(SECRET), None, 100, Clock(), results.append)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        await basic.access_token(BasicCredentials("bob", "right password"))
+        await basic.access_token(BasicCredentials("bob", "right password"))  # cached: no exchange
+        with pytest.raises(BasicRejected):
+            await basic.access_token(BasicCredentials("bob", "wrong password"))
+        endpoint.up = False
+        with pytest.raises(KeycloakUnavailable):
+            await basic.access_token(BasicCredentials("alice", "right password"))
+
+    asyncio.run(scenario())
+    assert results == ["ok", "rejected", "unavailable"]

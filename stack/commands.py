@@ -157,7 +157,7 @@ def status(layout: Layout) -> int:
 
 def test(layout: Layout, pytest_args: Sequence[str]) -> int:
     """Run pytest in the stack venv; integration fixtures start the stack when needed."""
-    install.ensure_apt_packages({**install.STACK_PACKAGES, **install.BROWSER_PACKAGES})
+    install.ensure_apt_packages({**install.STACK_PACKAGES, **install.BROWSER_PACKAGES, **install.TEST_TOOL_PACKAGES})
     install.ensure_venv(layout)
     selected = [arg for arg in pytest_args if not arg.startswith("-")]
     if not selected or not all(arg.startswith("tests/unit") for arg in selected):

@@ -17,7 +17,9 @@ from .layout import HELM_MODULE, HELM_VERSION, JVM_ROOT, KEYCLOAK_ARTIFACT, MIN_
 
 # Binary -> Debian package providing it.
 STACK_PACKAGES = {"nginx": "nginx-light", "redis-server": "redis-server"}
-BROWSER_PACKAGES = {"chromium": "chromium", "chromedriver": "chromium-driver"}
+BROWSER_PACKAGES = {"chromium": "chromium"}
+# Called by tests: curl (the README's `curl -u` example), openssl (test TLS certificates).
+TEST_TOOL_PACKAGES = {"curl": "curl", "openssl": "openssl"}
 MAVEN_PACKAGES = {"mvn": "maven"}
 
 # Debian keeps nginx and redis-server in /usr/sbin, which a non-root PATH may lack.

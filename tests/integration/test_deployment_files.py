@@ -21,6 +21,8 @@ from stack import nginx as stack_nginx
 
 from .deployment_checks import is_pinned, nginx_config_test
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 REALM_FILE = REPO / "keycloak-realm" / "mlflow-realm.json"
 USERS_FILE = REPO / "keycloak-realm" / "dev" / "mlflow-users-0.json"

@@ -23,6 +23,8 @@ from stack import nginx as stack_nginx
 
 from .deployment_checks import is_pinned, nginx_config_test, self_signed_certificate
 
+pytestmark = pytest.mark.integration
+
 COMPOSE_DIR = Path(__file__).resolve().parents[2] / "deploy" / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.prod.yml"
 ENV_EXAMPLE = COMPOSE_DIR / "prod.env.example"
@@ -131,7 +133,6 @@ def test_gate_environment_passes_the_gates_settings_validation(compose: dict[str
     assert settings.sso_enabled and settings.redis_url and settings.basic_enabled
 
 
-@pytest.mark.integration
 def test_rendered_nginx_config_passes_nginx_t_with_tls(compose: dict[str, Any], tmp_path: Path) -> None:
     nginx = compose["services"]["nginx"]
     template = bind_mounts(nginx)["/etc/nginx/templates/default.conf.template"]

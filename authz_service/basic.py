@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .oidc import token_error
 from .uma import KeycloakUnavailable
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ class BasicExchange:
         except httpx.HTTPError as error:
             raise KeycloakUnavailable(f"Keycloak unreachable: {error!r}") from error
         if response.status_code in (400, 401):
-            raise BasicRejected(_error_of(response))
+            raise BasicRejected(token_error(response))
         if response.status_code != 200:
             raise KeycloakUnavailable(f"Keycloak answered {response.status_code} to a Basic exchange")
         try:
@@ -242,12 +243,3 @@ def _open(keys: _Keys, sealed: bytes | str) -> tuple[str, float] | None:
         log.warning("Basic cache: an entry in Redis could not be opened; exchanging again")
         return None
 
-
-def _error_of(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return f"HTTP {response.status_code}"
-    if not isinstance(body, dict):
-        return f"HTTP {response.status_code}"
-    return str(body.get("error_description") or body.get("error") or response.status_code)

@@ -109,7 +109,7 @@ class OidcClient:
         except httpx.HTTPError as error:
             raise KeycloakUnavailable(f"Keycloak unreachable: {error!r}") from error
         if response.status_code in (400, 401):
-            raise GrantRejected(_error_of(response))
+            raise GrantRejected(token_error(response))
         if response.status_code != 200:
             raise KeycloakUnavailable(f"Keycloak answered {response.status_code} to a token request")
         try:
@@ -121,9 +121,12 @@ class OidcClient:
         return {"client_id": self._settings.client_id, "client_secret": self._client_secret}
 
 
-def _error_of(response: httpx.Response) -> str:
+def token_error(response: httpx.Response) -> str:
+    """Keycloak's own words for a refused token request, whatever shape its body has."""
     try:
         body = response.json()
     except ValueError:
+        return f"HTTP {response.status_code}"
+    if not isinstance(body, dict):
         return f"HTTP {response.status_code}"
     return str(body.get("error_description") or body.get("error") or response.status_code)

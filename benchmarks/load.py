@@ -62,12 +62,6 @@ def parse_wrk(output: str) -> Run:
     )
 
 
-def wrk(url: str, headers: Mapping[str, str], load: Load, script: Path | None = None) -> Run:
-    """A warm-up run (discarded), then the measured run."""
-    warm_up(url, headers, load, script)
-    return measured(url, headers, load, script)
-
-
 def _command(headers: Mapping[str, str], load: Load, script: Path | None) -> list[str]:
     command = ["wrk", f"-t{load.threads}", f"-c{load.connections}", "--latency", f"--timeout={load.timeout:g}s"]
     for name, value in headers.items():

@@ -86,6 +86,20 @@ def row(group: str, path: str, run: Run, usage: Usage | None) -> Row:
 Headers = Callable[[], dict[str, str]]
 
 
+def alternating(pairs: int, first: Callable[[], Run], second: Callable[[], Run]) -> list[tuple[Run, Run]]:
+    """`pairs` (first, second) measurements; the order flips every pair so drift favours neither."""
+    runs = []
+    for number in range(pairs):
+        if number % 2 == 0:
+            a = first()
+            b = second()
+        else:
+            b = second()
+            a = first()
+        runs.append((a, b))
+    return runs
+
+
 def workspaces_on_and_off(started: peers.Peers, bearer: Headers, plan: Plan, say: Callable[[str], None]) -> Pairs:
     """Two one-worker gates that differ only in GATE_WORKSPACES, each behind its own NGINX,
     measured in alternating pairs; each ratio is workspaces on / off."""
@@ -95,11 +109,11 @@ def workspaces_on_and_off(started: peers.Peers, bearer: Headers, plan: Plan, say
         for on in (False, True)
     }
     gateways = {on: started.nginx(f"bench-nginx-workspaces-{on}", f"127.0.0.1:{gate.port}", None) for on, gate in gates.items()}
-    runs = []
-    for number in range(plan.pairs):
-        order = (False, True) if number % 2 == 0 else (True, False)
-        measured = {on: measure(gateways[on].url + URI, bearer(), plan.static, None)[0] for on in order}
-        runs.append((measured[False], measured[True]))
+    runs = alternating(
+        plan.pairs,
+        lambda: measure(gateways[False].url + URI, bearer(), plan.static, None)[0],
+        lambda: measure(gateways[True].url + URI, bearer(), plan.static, None)[0],
+    )
     for process in (*gateways.values(), *gates.values()):
         started.stop(process)
     return Pairs("gate, workspaces off", runs)
@@ -164,16 +178,11 @@ def run(layout: Layout, stack: dict[str, Any], plan: Plan, say: Callable[[str], 
 
         def alternate(reference: str, reference_run: Callable[[], Run]) -> None:
             say(f"measuring: {plan.pairs} alternating pairs, {reference} and the gate")
-            runs = []
-            for number in range(plan.pairs):
-                if number % 2 == 0:
-                    first = reference_run()
-                    second = measure(gated.url + URI, bearer(), plan.end_to_end, None)[0]
-                else:
-                    second = measure(gated.url + URI, bearer(), plan.end_to_end, None)[0]
-                    first = reference_run()
-                runs.append((first, second))
-            results.pairs.append(Pairs(reference, runs))
+
+            def gate_run() -> Run:
+                return measure(gated.url + URI, bearer(), plan.end_to_end, None)[0]
+
+            results.pairs.append(Pairs(reference, alternating(plan.pairs, reference_run, gate_run)))
 
         alternate("NGINX -> MLflow, no auth", lambda: measure(open_gateway.url + URI, {}, plan.end_to_end, None)[0])
         for ttl in (0, 60):

@@ -31,7 +31,8 @@ from .output import add_json_flag, table
 from .realm import client_uuid, find_user
 
 LEVELS = ("reader", "editor", "manager")
-SCOPES_OF_LEVEL = {"reader": ("read",), "editor": ("read", "create", "update"), "manager": ("read", "create", "update", "delete")}
+SCOPES = ("read", "create", "update", "delete")
+"""A workspace resource's scopes; which level holds which is _PERMISSIONS."""
 RESOURCE_TYPE = "urn:mlflow-gate:resources:workspace"
 ROOT_GROUP = "workspaces"
 MLFLOW_URL_VARIABLE = "MLFLOW_GATE_ADMIN_MLFLOW_URL"
@@ -83,7 +84,7 @@ def create(session: Session, args: argparse.Namespace) -> None:
             "displayName": f"MLflow workspace {name}",
             "type": RESOURCE_TYPE,
             "ownerManagedAccess": False,
-            "scopes": [{"name": scope} for scope in SCOPES_OF_LEVEL["manager"]],
+            "scopes": [{"name": scope} for scope in SCOPES],
         },
         skip_exists=True,
     )
@@ -113,39 +114,33 @@ def create(session: Session, args: argparse.Namespace) -> None:
 
 
 def grant(session: Session, args: argparse.Namespace) -> None:
-    name = _checked_name(args.name)
-    admin = session.admin
-    groups = _level_groups(admin, name)
-    if args.user:
-        user = find_user(admin, args.user)
-        for level, group_id in groups.items():
-            if level != args.level:
-                admin.group_user_remove(user["id"], group_id)
-        admin.group_user_add(user["id"], groups[args.level])
-        print(f"{user['username']} is now {args.level} of workspace {name}")
-        return
-    server = client_uuid(admin, session.options.gate_client)
-    group = _find_group(admin, args.group)
-    for level in LEVELS:
-        _set_policy_group(admin, server, _policy_name(name, level), group["id"], present=level == args.level)
-    print(f"group {group['path']} is now {args.level} of workspace {name}")
+    _set_level(session, args, args.level)
 
 
 def revoke(session: Session, args: argparse.Namespace) -> None:
+    _set_level(session, args, None)
+
+
+def _set_level(session: Session, args: argparse.Namespace, wanted: str | None) -> None:
+    """The user or group holds exactly `wanted` in the workspace afterwards (None: no level)."""
     name = _checked_name(args.name)
     admin = session.admin
     groups = _level_groups(admin, name)
+    outcome = f"is now {wanted} of workspace {name}" if wanted else f"has no level in workspace {name} any more"
     if args.user:
         user = find_user(admin, args.user)
-        for group_id in groups.values():
-            admin.group_user_remove(user["id"], group_id)
-        print(f"{user['username']} has no level in workspace {name} any more")
+        for level, group_id in groups.items():
+            if level != wanted:
+                admin.group_user_remove(user["id"], group_id)
+        if wanted:
+            admin.group_user_add(user["id"], groups[wanted])
+        print(f"{user['username']} {outcome}")
         return
     server = client_uuid(admin, session.options.gate_client)
     group = _find_group(admin, args.group)
     for level in LEVELS:
-        _set_policy_group(admin, server, _policy_name(name, level), group["id"], present=False)
-    print(f"group {group['path']} has no level in workspace {name} any more")
+        _set_policy_group(admin, server, _policy_name(name, level), group["id"], present=level == wanted)
+    print(f"group {group['path']} {outcome}")
 
 
 def list_workspaces(session: Session, args: argparse.Namespace) -> None:

@@ -22,7 +22,7 @@ from .mlflow_ui import (
     wait_for_experiment_listed,
 )
 from .realm_client import RealmClient
-from .test_browser import sign_in_at_keycloak
+from .test_browser import lifecycle, sign_in_at_keycloak
 
 pytestmark = pytest.mark.integration
 
@@ -55,16 +55,6 @@ def new_experiment(stack: dict[str, Any], realm: RealmClient) -> str:
     )
     response.raise_for_status()
     return response.json()["experiment_id"]
-
-
-def lifecycle(stack: dict[str, Any], realm: RealmClient, experiment_id: str) -> str:
-    response = httpx.get(
-        f"{stack['gateway_url']}/api/2.0/mlflow/experiments/get",
-        params={"experiment_id": experiment_id},
-        headers={"Authorization": f"Bearer {realm.token('alice')}"},
-        timeout=30,
-    )
-    return response.json()["experiment"]["lifecycle_stage"]
 
 
 def other_port_origin(gateway_url: str) -> str:
